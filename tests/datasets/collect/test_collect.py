@@ -165,11 +165,11 @@ from neuroscribe.datasets.collect import subject
 import torch
 torch.set_num_threads(1)
 slow = float(sys.argv[4])
-forward = subject.SubjectModel.forward
+stream = subject.SubjectModel.stream
 def slowed(self, *args, **kwargs):
     time.sleep(slow)  # leave time to kill the process between checkpoints
-    return forward(self, *args, **kwargs)
-subject.SubjectModel.forward = slowed
+    return stream(self, *args, **kwargs)
+subject.SubjectModel.stream = slowed
 collect(CollectConfig(out_dir=Path(sys.argv[3]), model=sys.argv[1], corpus=sys.argv[2], layers=(0, 2),
                       excerpt_tokens=16, batch_size=2, top_k=6, n_random=5, n_quantiles=3, n_per_quantile=2,
                       quantile_pool=12, lookup_tokens=8, checkpoint_every=4, max_tokens=16 * 40, progress=False))

@@ -1,8 +1,8 @@
 """Collect activation datasets (published-format neuron records) from any local causal LM.
 
-`collect(config)` streams a corpus through the subject model once, collating every requested unit at
-once (see `collation`), checkpoints every `checkpoint_every` excerpts so a killed run resumes where it
-stopped, and writes a local dataset directory (see `writer`).
+`collect(config)` streams a corpus through the subject model once, collating every requested unit of a
+layer at once as soon as that layer has run (see `collation`), checkpoints every `checkpoint_every`
+excerpts so a killed run resumes where it stopped, and writes a local dataset directory (see `writer`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +22,9 @@ from neuroscribe.records import UnitKind
 from .config import CollectConfig
 
 if TYPE_CHECKING:
-    from .collation import CollationResult
+    import torch
+
+    from .collation import CollationResult, StreamingCollator
     from .subject import Probe, SubjectModel
 
 logger = logging.getLogger(__name__)
@@ -29,14 +32,27 @@ logger = logging.getLogger(__name__)
 STATE_FILE = ".collect-state.pt"
 """Checkpoint of an unfinished collection inside the output directory; removed when it completes."""
 
-__all__ = ["CollectConfig", "collect"]
+__all__ = ["CollectConfig", "collate_batch", "collect"]
 
 
 @dataclass(frozen=True)
 class _Plan:
     probes: list[Probe]
-    units: list[tuple[int, int]]  # column -> (layer, index)
+    indices: list[list[int]]  # per probe, the units of its layer it reads
     n_positions: int
+
+    @property
+    def units(self) -> list[tuple[int, int]]:
+        """(layer, index) of every unit, probe by probe."""
+        return [(probe.layer, index) for probe, indices in zip(self.probes, self.indices, strict=True)
+                for index in indices]
+
+
+def collate_batch(subject: SubjectModel, probes: Sequence[Probe], collators: Sequence[StreamingCollator],
+                  token_ids: torch.Tensor, excerpt_ids: torch.Tensor, stop_layer: int) -> None:
+    """One forward pass, each probe's values folded into its own collator as soon as its layer has run."""
+    subject.stream(token_ids, probes, stop_layer,
+                   lambda number, values: collators[number].update(values, token_ids, excerpt_ids))
 
 
 def _probe(config: CollectConfig, subject: SubjectModel, layer: int) -> tuple[Probe, int]:
@@ -58,7 +74,7 @@ def _plan(config: CollectConfig, subject: SubjectModel) -> _Plan:
     import torch
 
     probes: list[Probe] = []
-    units: list[tuple[int, int]] = []
+    probe_indices: list[list[int]] = []
     for layer in config.layers:
         probe, width = _probe(config, subject, layer)
         indices = list(config.indices) if config.indices is not None else list(range(width))
@@ -68,10 +84,10 @@ def _plan(config: CollectConfig, subject: SubjectModel) -> _Plan:
         if config.indices is not None:
             probe.indices = torch.tensor(indices, device=subject.device)
         probes.append(probe)
-        units.extend((layer, i) for i in indices)
+        probe_indices.append(indices)
     t = config.excerpt_tokens
     n_positions = t * (t + 1) // 2 if config.unit_kind is UnitKind.ATTENTION_HEAD else t
-    return _Plan(probes, units, n_positions)
+    return _Plan(probes, probe_indices, n_positions)
 
 
 def _package_version() -> str:
@@ -81,7 +97,7 @@ def _package_version() -> str:
         return "unknown"
 
 
-def _manifest(config: CollectConfig, plan: _Plan, corpus: str, result: CollationResult,
+def _manifest(config: CollectConfig, plan: _Plan, corpus: str, results: list[CollationResult],
               seconds: float) -> dict[str, object]:
     layers = sorted({layer for layer, _ in plan.units})
     return {
@@ -93,11 +109,12 @@ def _manifest(config: CollectConfig, plan: _Plan, corpus: str, result: Collation
         "indices": {str(layer): [i for l2, i in plan.units if l2 == layer] for layer in layers},
         "n_units": len(plan.units),
         "corpus": corpus,
-        "n_excerpts": result.n_excerpts,
-        "n_tokens": result.n_excerpts * config.excerpt_tokens,
+        "n_excerpts": results[0].n_excerpts,
+        "n_tokens": results[0].n_excerpts * config.excerpt_tokens,
         "excerpt_tokens": config.excerpt_tokens,
         "seed": config.seed,
-        "has_token_lookup": result.lookup_token_ids is not None,  # none for heads, or no token seen often enough
+        # none for heads, or no token seen often enough
+        "has_token_lookup": any(result.lookup_token_ids is not None for result in results),
         "has_weight_summaries": config.weight_summaries,
         "config": config.to_json_obj(),
         "config_fingerprint": config.fingerprint(),
@@ -112,7 +129,7 @@ def collect(config: CollectConfig) -> Path:
     import torch
     from tqdm import tqdm
 
-    from .collation import CollationSettings, ReusedBuffer, StreamingCollator
+    from .collation import CollationSettings, StreamingCollator
     from .corpora import excerpts, open_corpus
     from .subject import SubjectModel
     from .writer import MANIFEST, RecordBuilder, write_file, write_unit
@@ -136,8 +153,9 @@ def collect(config: CollectConfig) -> Path:
         n_per_quantile=config.n_per_quantile, quantile_pool=config.quantile_pool,
         lookup_tokens=config.lookup_tokens, lookup_min_count=config.lookup_min_count, seed=config.seed,
     )  # fmt: skip
-    collator = StreamingCollator(settings, n_units=len(plan.units), n_positions=plan.n_positions,
-                                 excerpt_tokens=config.excerpt_tokens, vocab_size=subject.vocab_size)
+    collators = [StreamingCollator(settings, n_units=len(indices), n_positions=plan.n_positions,
+                                   excerpt_tokens=config.excerpt_tokens, vocab_size=subject.vocab_size)
+                 for indices in plan.indices]
     state_path = out / STATE_FILE
     finished = False
     if state_path.is_file():
@@ -145,14 +163,17 @@ def collect(config: CollectConfig) -> Path:
         if state.get("fingerprint") != config.fingerprint():
             raise ConfigError(f"{state_path} belongs to a collection with different settings; delete it to restart "
                               "or use the settings it was started with")
-        collator.load_state_dict(state["collator"])
+        if len(state.get("collators", ())) != len(collators):
+            raise ConfigError(f"{state_path} was written by another version of neuroscribe; delete it to restart")
+        for collator, collator_state in zip(collators, state["collators"], strict=True):
+            collator.load_state_dict(collator_state)
         finished = bool(state["finished"])
-        logger.info("resuming %s after %d excerpts", out, collator.n_excerpts)
+        logger.info("resuming %s after %d excerpts", out, collators[0].n_excerpts)
 
     def save(done: bool) -> None:
         partial = state_path.with_name(state_path.name + ".partial")
-        torch.save({"fingerprint": config.fingerprint(), "collator": collator.state_dict(), "finished": done},
-                   partial)
+        torch.save({"fingerprint": config.fingerprint(), "collators": [c.state_dict() for c in collators],
+                    "finished": done}, partial)
         partial.replace(state_path)
 
     corpus = open_corpus(config.corpus, text_field=config.text_field, split=config.split,
@@ -164,36 +185,35 @@ def collect(config: CollectConfig) -> Path:
             return subject.tokenizer(texts, add_special_tokens=False)["input_ids"]  # type: ignore[no-any-return]
 
         bar = tqdm(total=config.max_excerpts and config.max_excerpts * config.excerpt_tokens,
-                   initial=collator.n_excerpts * config.excerpt_tokens, unit="tok", unit_scale=True,
+                   initial=collators[0].n_excerpts * config.excerpt_tokens, unit="tok", unit_scale=True,
                    desc=f"collect {config.unit_kind.value}s", disable=not config.progress)
         since_save = 0
-        joined_buffer = ReusedBuffer()
         with bar:
             for batch in excerpts(corpus.documents(), tokenize, excerpt_tokens=config.excerpt_tokens,
                                   batch_size=config.batch_size, max_excerpts=config.max_excerpts,
-                                  skip=collator.n_excerpts):
-                token_ids = torch.from_numpy(batch.token_ids)
-                values = subject.forward(token_ids, probes, stop_layer)
-                joined = joined_buffer.joined(values)
-                collator.update(joined, token_ids, torch.from_numpy(batch.excerpt_ids))
+                                  skip=collators[0].n_excerpts):
+                collate_batch(subject, probes, collators, torch.from_numpy(batch.token_ids),
+                              torch.from_numpy(batch.excerpt_ids), stop_layer)
                 bar.update(batch.token_ids.size)
                 since_save += len(batch.excerpt_ids)
                 if since_save >= config.checkpoint_every:
                     save(False)
                     since_save = 0
-        if collator.n_excerpts == 0:
+        if collators[0].n_excerpts == 0:
             raise DataError(f"corpus {corpus.describe} gave no excerpt of {config.excerpt_tokens} tokens")
         save(True)
-    result = collator.finalize()
-    builder = RecordBuilder(result, subject.token_strings, config.unit_kind)
-    for column, (layer, index) in enumerate(tqdm(plan.units, desc="write records", unit="unit",
-                                                 disable=not config.progress)):
-        write_unit(out, builder, column, layer, index)
+    results = [collator.finalize() for collator in collators]
+    with tqdm(total=len(plan.units), desc="write records", unit="unit", disable=not config.progress) as bar:
+        for probe, indices, result in zip(probes, plan.indices, results, strict=True):
+            builder = RecordBuilder(result, subject.token_strings, config.unit_kind)
+            for column, index in enumerate(indices):
+                write_unit(out, builder, column, probe.layer, index)
+                bar.update()
     if config.weight_summaries:
         from neuroscribe.datasets.weights import write_weight_summaries
 
         write_weight_summaries(subject.model, plan.units, out, subject.token_strings)
-    manifest = _manifest(config, plan, corpus.describe, result, time.monotonic() - started)
+    manifest = _manifest(config, plan, corpus.describe, results, time.monotonic() - started)
     write_file(manifest_path, json.dumps(manifest, indent=2))
     state_path.unlink(missing_ok=True)
     return out

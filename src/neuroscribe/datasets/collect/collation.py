@@ -7,10 +7,11 @@ into state whose size does not depend on how many excerpts have been seen:
 - a uniform sample of excerpts shared by every unit: each excerpt gets a pseudo-random key that is a
   pure function of (seed, excerpt number), and the pool keeps the smallest keys. The sample is
   therefore independent of batch size, order and of interruptions (resume gives the same sample);
-- the moments of all activations (mean and central moments 2-4, merged batch by batch with the
-  pairwise update formulas of Chan and Pébay, in float64);
+- the moments of all activations (a batch's float32 power sums about the running mean, turned into central
+  moments 2-4 and merged batch by batch with the pairwise update formulas of Chan and Pébay, in float64);
 - per-token sums and counts for the token look-up table (vocabulary x units), when positions are tokens.
 
+`collect()` keeps one collator per layer and updates it as soon as that layer has run.
 `finalize()` turns that into the published statistics: the random sample is the first `n_random` of
 the pool by key; quantile boundaries are quantiles of the excerpt maxima over the pool, and each bin's
 sample is the pool excerpts in that bin with the smallest keys.
@@ -27,6 +28,8 @@ import torch
 from neuroscribe.errors import DataError
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_CHUNK_VALUES = 1 << 20
+"""Values per chunk of `StreamingCollator._scan` (4 MiB of float32): small enough to stay in cache."""
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -43,23 +46,6 @@ def excerpt_keys(seed: int, excerpt_ids: torch.Tensor) -> torch.Tensor:
     mixed_seed = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
     bits = _splitmix64(ids ^ mixed_seed)
     return torch.from_numpy((bits >> np.uint64(11)).astype(np.float64) * 2.0**-53)
-
-
-class ReusedBuffer:
-    """Joins per-layer values `[B, P, U_l]` into one CPU tensor, reusing memory while the shape stays."""
-
-    def __init__(self) -> None:
-        self._buffer: torch.Tensor | None = None
-
-    def joined(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        shape = (*parts[0].shape[:-1], sum(p.shape[-1] for p in parts))
-        if self._buffer is None or self._buffer.shape != shape:
-            self._buffer = torch.empty(shape)
-        offset = 0
-        for part in parts:
-            self._buffer[..., offset : offset + part.shape[-1]].copy_(part)
-            offset += part.shape[-1]
-        return self._buffer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,16 +124,47 @@ class StreamingCollator:
             )
         activations = activations.float()
         tokens = tokens.to(torch.int32)
-        self._update_top(activations, tokens)
+        batch_max = self._scan(activations, tokens)
+        self._update_top(activations, tokens, batch_max)
         self._update_pool(activations, tokens, excerpt_keys(self.settings.seed, excerpt_ids))
-        self._update_moments(activations.reshape(b * p, u))
-        if self.lookup_sums is not None and self.lookup_counts is not None:
-            flat_tokens = tokens.reshape(-1).long()
-            self.lookup_sums.index_add_(0, flat_tokens, activations.reshape(b * p, u))
-            self.lookup_counts.index_add_(0, flat_tokens, torch.ones_like(flat_tokens))
         self.n_excerpts += b
 
-    def _update_top(self, activations: torch.Tensor, tokens: torch.Tensor) -> None:
+    def _scan(self, activations: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """One pass over the batch, a cache-sized chunk of excerpts at a time: excerpt maxima `[U, B]`
+        (returned), the power sums that update the moments, and the token look-up sums.
+
+        Whole-batch operations would read the batch (50 MB for 32 x 64 tokens x 6,144 units) from memory
+        once per operation, about ten times; chunk by chunk it is read once (measured 2x faster).
+        The power sums are taken about the running mean, so that float32 sums lose nothing to cancellation.
+        """
+        b, p, u = activations.shape
+        per_chunk = max(1, _CHUNK_VALUES // (p * u))
+        flat = activations.reshape(b * p, u)
+        shift = self.mean.float() if self.n_activations else flat[: per_chunk * p].mean(dim=0)
+        if self._scratch is None or self._scratch[0].shape != (per_chunk * p, u):
+            self._scratch = (torch.empty(per_chunk * p, u), torch.empty(per_chunk * p, u))
+        power_sums = torch.zeros(4, u, dtype=torch.float64)
+        batch_max = torch.empty(b, u)
+        flat_tokens = tokens.reshape(-1).long()
+        for first in range(0, b, per_chunk):
+            rows = slice(first * p, min(first + per_chunk, b) * p)
+            chunk = flat[rows]
+            torch.amax(chunk.view(-1, p, u), dim=1, out=batch_max[first : first + per_chunk])
+            if self.lookup_sums is not None:
+                self.lookup_sums.index_add_(0, flat_tokens[rows], chunk)
+            centered, powers = (buffer[: chunk.shape[0]] for buffer in self._scratch)
+            torch.sub(chunk, shift, out=centered)
+            power_sums[0] += centered.sum(dim=0)
+            torch.mul(centered, centered, out=powers)
+            power_sums[1] += powers.sum(dim=0)
+            power_sums[2] += centered.mul_(powers).sum(dim=0)
+            power_sums[3] += powers.square_().sum(dim=0)
+        if self.lookup_counts is not None:
+            self.lookup_counts.index_add_(0, flat_tokens, torch.ones_like(flat_tokens))
+        self._merge_moments(b * p, shift.double(), power_sums)
+        return batch_max.T
+
+    def _update_top(self, activations: torch.Tensor, tokens: torch.Tensor, batch_max: torch.Tensor) -> None:
         """Slots are unordered during streaming (sorted in `finalize`): only slots that change are written.
 
         Per unit, the k largest of (kept maxima, batch maxima) stay; each batch excerpt that gets in takes the
@@ -155,7 +172,6 @@ class StreamingCollator:
         incoming excerpt belong to the same unit.
         """
         k = self.settings.top_k
-        batch_max = activations.amax(dim=1).T  # [U, B]
         filled, b = self.n_excerpts, activations.shape[0]
         if filled + b <= k:  # still filling: every excerpt is kept by every unit, one transposing copy
             self.top_values[:, filled : filled + b] = batch_max
@@ -187,24 +203,15 @@ class StreamingCollator:
         self.pool_activations[evicted_slots] = activations[incoming]
         self.pool_tokens[evicted_slots] = tokens[incoming]
 
-    def _update_moments(self, values: torch.Tensor) -> None:
-        """Merge the batch's (n, mean, M2, M3, M4) into the running ones (Pébay 2008, pairwise update).
-
-        Two scratch buffers are reused across batches: fresh 50 MB temporaries per batch cost more in page
-        faults than the arithmetic (measured 2.7x slower).
-        """
-        nb = values.shape[0]
-        if self._scratch is None or self._scratch[0].shape != values.shape:
-            self._scratch = (torch.empty_like(values), torch.empty_like(values))
-        centered, powers = self._scratch
-        mean_b32 = values.mean(dim=0)
-        torch.sub(values, mean_b32, out=centered)
-        torch.mul(centered, centered, out=powers)
-        m2b = powers.sum(dim=0).double()  # float32 pairwise sums of one batch; merged in float64
-        torch.mul(centered, powers, out=centered)
-        m3b = centered.sum(dim=0).double()
-        m4b = powers.square_().sum(dim=0).double()
-        mean_b = mean_b32.double()
+    def _merge_moments(self, nb: int, shift: torch.Tensor, power_sums: torch.Tensor) -> None:
+        """Merge a batch, given as its power sums about `shift`, into the running (n, mean, M2, M3, M4)
+        (Pébay 2008, pairwise update; float64)."""
+        s1, s2, s3, s4 = power_sums
+        offset = s1 / nb  # batch mean - shift
+        mean_b = shift + offset
+        m2b = s2 - nb * offset**2
+        m3b = s3 - 3 * offset * s2 + 2 * nb * offset**3
+        m4b = s4 - 4 * offset * s3 + 6 * offset**2 * s2 - 3 * nb * offset**4
         na = self.n_activations
         if na == 0:
             self.mean, self.m2, self.m3, self.m4 = mean_b, m2b, m3b, m4b
