@@ -230,6 +230,28 @@ async def test_batched_and_shared_prefix_equal_independent_passes(embedded_backe
     await independent.aclose()
 
 
+@pytest.mark.parametrize("query_length", [1, 7])
+def test_cpu_grouped_attention_equals_transformers_sdpa(reference: tuple, query_length: int) -> None:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from neuroscribe.llm.hf import _cpu_grouped_sdpa
+
+    _, model = reference
+    attention = model.model.layers[0].self_attn  # type: ignore[attr-defined]
+    heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads  # type: ignore[attr-defined]
+    assert heads > kv_heads  # grouped: the case the function exists for
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(2, heads, query_length, 64, generator=generator)
+    key, value = (torch.randn(2, kv_heads, 12, 64, generator=generator) for _ in range(2))
+    allowed = torch.rand(2, 1, query_length, 12, generator=generator) > 0.4
+    allowed[..., 0] = True
+    additive = torch.zeros(allowed.shape).masked_fill_(~allowed, torch.finfo(torch.float32).min)
+    for mask in (allowed, additive, None):
+        ours, _ = _cpu_grouped_sdpa(attention, query, key, value, mask, scaling=0.125)
+        stock, _ = sdpa_attention_forward(attention, query, key, value, mask, scaling=0.125)
+        torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-6)
+
+
 async def test_prefix_cache_serves_later_requests(embedded_backend: HFBackend) -> None:
     header = "Cache test. " + HEADER  # no cached request shares its first tokens
     first = await embedded_backend.complete(CompletionRequest(distributions=excerpt_request(["Rain"], header)))
