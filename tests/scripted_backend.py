@@ -22,6 +22,7 @@ class ScriptedBackend:
     capabilities: frozenset[Capability] = ALL_CAPABILITIES
     context_length: int = 8192
     name: str = "scripted"
+    in_process: bool = False
     requests: list[CompletionRequest] = field(default_factory=list)
 
     def count_tokens(self, text: str) -> int:

@@ -252,6 +252,18 @@ def test_cpu_grouped_attention_equals_transformers_sdpa(reference: tuple, query_
         torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-6)
 
 
+async def test_client_sets_no_timeout_on_in_process_work(embedded_backend: HFBackend) -> None:
+    """Giving up on an in-process request would not stop its computation, and a retry would repeat it."""
+    from neuroscribe.llm.base import TransportSettings
+    from neuroscribe.llm.client import LLMClient
+
+    client = LLMClient(embedded_backend, transport=TransportSettings(timeout_s=0.001, max_retries=0))
+    assert client.in_process
+    completion = await client.complete(CompletionRequest(distributions=excerpt_request(["A", " slow", " pass"])))
+    assert len(completion.distributions) == 3
+    assert (client.ledger.totals.calls, client.ledger.totals.failures) == (1, 0)
+
+
 async def test_prefix_cache_serves_later_requests(embedded_backend: HFBackend) -> None:
     header = "Cache test. " + HEADER  # no cached request shares its first tokens
     first = await embedded_backend.complete(CompletionRequest(distributions=excerpt_request(["Rain"], header)))

@@ -165,6 +165,12 @@ class Backend(Protocol):
         """Maximum prompt + generated tokens."""
         ...
 
+    @property
+    def in_process(self) -> bool:
+        """Whether requests are computed in this process. A timeout cannot stop such a computation, only
+        abandon it while it goes on, and a retry would then compute it twice: clients set none."""
+        ...
+
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes for this model (exact where the tokenizer is known, else an estimate)."""
         ...
@@ -179,7 +185,7 @@ class TransportSettings:
     """How to talk to a backend; none of this changes an answer, so none of it enters a cache key."""
 
     timeout_s: float = 120.0
-    """Per request, seconds."""
+    """Per request, seconds; not applied to in-process backends (see `Backend.in_process`)."""
     max_retries: int = 4
     """Retries after the first try, for retryable failures only (429, 5xx, connection, timeout)."""
     backoff_initial_s: float = 1.0

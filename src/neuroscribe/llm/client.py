@@ -151,6 +151,10 @@ class LLMClient:
     def context_length(self) -> int:
         return self.backend.context_length
 
+    @property
+    def in_process(self) -> bool:
+        return self.backend.in_process
+
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
 
@@ -204,7 +208,7 @@ class LLMClient:
         estimate = estimate_request_tokens(self.backend, request) if self.limiter.counts_tokens else 0
         async with self.limiter.slot(estimate) as charge:
             try:
-                async with asyncio.timeout(self.transport.timeout_s):
+                async with asyncio.timeout(None if self.backend.in_process else self.transport.timeout_s):
                     completion = await self.backend.complete(request)
             except TimeoutError:
                 raise BackendError(

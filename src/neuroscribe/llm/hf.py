@@ -242,6 +242,10 @@ class HFBackend:
         return self._context_length
 
     @property
+    def in_process(self) -> bool:
+        return True
+
+    @property
     def stats(self) -> HFStats:
         """A snapshot (the worker keeps counting in its own copy)."""
         return copy.copy(self._counters)

@@ -178,6 +178,10 @@ class LlamaCppBackend:
     def context_length(self) -> int:
         return self._key.context_length
 
+    @property
+    def in_process(self) -> bool:
+        return False  # requests go over HTTP (llama.cpp's server too)
+
     def count_tokens(self, text: str) -> int:
         """Exact: asks the server's own tokenizer (no special tokens added)."""
         if self._shared is None:

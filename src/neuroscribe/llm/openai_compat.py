@@ -161,6 +161,10 @@ class OpenAIBackend:
     def context_length(self) -> int:
         return self._context_length
 
+    @property
+    def in_process(self) -> bool:
+        return False  # requests go over HTTP (llama.cpp's server too)
+
     def count_tokens(self, text: str) -> int:
         return self._counter.count(text)
 
