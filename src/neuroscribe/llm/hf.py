@@ -173,7 +173,7 @@ class HFBackend:
         context_length: int | None = None,
         device: str | None = None,
         max_batch_size: int = 16,
-        max_batch_tokens: int = 1536,
+        max_batch_tokens: int | None = None,
         prefix_reuse: bool = True,
         prefix_cache_tokens: int = 4096,
         min_shared_prefix: int = 16,
@@ -185,20 +185,21 @@ class HFBackend:
             context_length: override of the model's maximum tokens (prompt + generated).
             device: torch device; default CUDA when available, else CPU.
             max_batch_size: most requests in one batched forward pass.
-            max_batch_tokens: most query tokens (rows x longest row) in one batched forward pass; bounds memory.
+            max_batch_tokens: most query tokens (rows x longest row) in one batched distribution pass; bounds
+                memory. Default 1,536 on CPU (larger passes ran their matrix products ~30% slower per token
+                there, see BENCHMARKS.md), 8,192 on a GPU.
             prefix_reuse: share and cache leading key/values; off gives one independent pass per request.
             prefix_cache_tokens: tokens of key/values kept for later requests (46 KB each for SmolLM2-135M).
             min_shared_prefix: fewer shared leading tokens than this are recomputed rather than reused.
             batch_window_s: how long the worker waits for more requests after the first (seconds).
         """
-        if max_batch_size < 1 or max_batch_tokens < 1 or prefix_cache_tokens < 0 or min_shared_prefix < 1:
+        if max_batch_size < 1 or (max_batch_tokens or 1) < 1 or prefix_cache_tokens < 0 or min_shared_prefix < 1:
             raise ConfigError(
                 "hf backend: max_batch_size, max_batch_tokens and min_shared_prefix must be >= 1 "
                 "and prefix_cache_tokens >= 0"
             )
         self.model_ref = model
         self._max_batch_size = max_batch_size
-        self._max_batch_tokens = max_batch_tokens
         self._prefix_reuse = prefix_reuse
         self._min_shared_prefix = min_shared_prefix
         self._batch_window_s = batch_window_s
@@ -206,6 +207,7 @@ class HFBackend:
         self._counters = HFStats()
         self._loaded = _load(model, device)
         self._tokenizer, self._model, self._device = self._loaded.tokenizer, self._loaded.model, self._loaded.device
+        self._max_batch_tokens = max_batch_tokens or (1536 if self._device.type == "cpu" else 8192)
         self._lead_ids = _leading_special_ids(self._tokenizer)
         self._context_length = context_length or _model_context_length(self._model, self._tokenizer)
         window = getattr(self._model.config.get_text_config(), "sliding_window", None)
