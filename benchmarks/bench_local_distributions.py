@@ -117,6 +117,15 @@ async def timed(
     )
 
 
+def report(label: str, times_base: list[float], tokens_base: int, times: list[float], tokens: int) -> None:
+    """Median time, tokens, per-round speedups, speedup of the medians and its ratio to the token bound."""
+    speedup = statistics.median(times_base) / statistics.median(times)
+    bound = tokens_base / tokens
+    rounds = ", ".join(f"{base / ours:.2f}x" for base, ours in zip(times_base, times, strict=True))
+    print(f"{label}: {statistics.median(times):.2f} s, {tokens} tokens computed; per round {rounds}")
+    print(f"  speedup: {speedup:.2f}x | token-count bound: {bound:.2f}x | speedup / bound: {speedup / bound:.2f}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--excerpts", type=int, default=10)
@@ -168,8 +177,6 @@ async def main() -> None:
         pairs = [(a, b) for ev in evs for xs, ys in zip(ev_base, ev, strict=True) for a, b in zip(xs, ys, strict=True)]
         diffs.append(max(abs(a - b) for a, b in pairs))
 
-    speedup = statistics.median(times_base) / statistics.median(times_ours)
-    bound = tokens_base / tokens_ours
     print(
         f"machine: {platform.machine()} {platform.processor() or ''} | {os.cpu_count()} logical CPUs | "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads | load average {os.getloadavg()[0]:.1f}"
@@ -177,18 +184,11 @@ async def main() -> None:
     print(f"model: {ours.name} | {args.excerpts} excerpts x 64 tokens | prompt: {args.prompt} | rounds: {args.repeats}")
     print(f"prompt tokens per excerpt: {min(prompt_tokens)}-{max(prompt_tokens)}")
     print(f"straightforward: {statistics.median(times_base):.2f} s, {tokens_base} tokens computed")
-    print(f"ours:            {statistics.median(times_ours):.2f} s, {tokens_ours} tokens computed")
     print(f"max |expected value difference|: {max(diffs):.2e} (limit 1e-4)")
-    print(f"speedup per round: {', '.join(f'{b / o:.2f}x' for b, o in zip(times_base, times_ours, strict=True))}")
-    print(f"speedup: {speedup:.2f}x | token-count bound: {bound:.2f}x | speedup / bound: {speedup / bound:.2f}")
+    report("ours (first explanation of a run)", times_base, tokens_base, times_ours, tokens_ours)
     if times_later:
-        later_speedup = statistics.median(times_base) / statistics.median(times_later)
-        later_bound = tokens_base / tokens_later
-        print(f"later explanation of a run (worked examples cached): {statistics.median(times_later):.2f} s, "
-              f"{tokens_later} tokens computed; per round "
-              f"{', '.join(f'{b / o:.2f}x' for b, o in zip(times_base, times_later, strict=True))}")
-        print(f"  speedup: {later_speedup:.2f}x | token-count bound: {later_bound:.2f}x | "
-              f"speedup / bound: {later_speedup / later_bound:.2f}")
+        report("ours (later explanation of a run, worked examples cached)", times_base, tokens_base, times_later,
+               tokens_later)
     assert max(diffs) <= 1e-4, "distributions differ between the two ways"
     for backend in (ours, straightforward):
         await backend.aclose()

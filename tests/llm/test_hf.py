@@ -303,6 +303,12 @@ async def test_distribution_request_without_marks_or_context(embedded_backend: H
     assert isinstance(good_outcome, Completion) and len(good_outcome.distributions) == 1
 
 
+@pytest.mark.parametrize("option", ["max_batch_size", "max_batch_tokens", "min_shared_prefix"])
+def test_batching_options_below_one_are_refused(embedded_checkpoint: Path, option: str) -> None:
+    with pytest.raises(ConfigError, match=r"max_batch_size, max_batch_tokens and min_shared_prefix must be >= 1"):
+        HFBackend("embedded", **{option: 0})
+
+
 def test_missing_local_path_fails_fast(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(ConfigError, match="does not exist"):

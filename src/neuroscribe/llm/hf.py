@@ -193,7 +193,8 @@ class HFBackend:
             min_shared_prefix: fewer shared leading tokens than this are recomputed rather than reused.
             batch_window_s: how long the worker waits for more requests after the first (seconds).
         """
-        if max_batch_size < 1 or (max_batch_tokens or 1) < 1 or prefix_cache_tokens < 0 or min_shared_prefix < 1:
+        too_few_tokens = max_batch_tokens is not None and max_batch_tokens < 1
+        if max_batch_size < 1 or too_few_tokens or prefix_cache_tokens < 0 or min_shared_prefix < 1:
             raise ConfigError(
                 "hf backend: max_batch_size, max_batch_tokens and min_shared_prefix must be >= 1 "
                 "and prefix_cache_tokens >= 0"
@@ -207,7 +208,9 @@ class HFBackend:
         self._counters = HFStats()
         self._loaded = _load(model, device)
         self._tokenizer, self._model, self._device = self._loaded.tokenizer, self._loaded.model, self._loaded.device
-        self._max_batch_tokens = max_batch_tokens or (1536 if self._device.type == "cpu" else 8192)
+        if max_batch_tokens is None:
+            max_batch_tokens = 1536 if self._device.type == "cpu" else 8192
+        self._max_batch_tokens = max_batch_tokens
         self._lead_ids = _leading_special_ids(self._tokenizer)
         self._context_length = context_length or _model_context_length(self._model, self._tokenizer)
         window = getattr(self._model.config.get_text_config(), "sliding_window", None)

@@ -180,7 +180,7 @@ class LlamaCppBackend:
 
     @property
     def in_process(self) -> bool:
-        return False  # requests go over HTTP (llama.cpp's server too)
+        return False  # llama.cpp's server runs in this process, but requests reach it over HTTP
 
     def count_tokens(self, text: str) -> int:
         """Exact: asks the server's own tokenizer (no special tokens added)."""

@@ -163,7 +163,7 @@ class OpenAIBackend:
 
     @property
     def in_process(self) -> bool:
-        return False  # requests go over HTTP (llama.cpp's server too)
+        return False  # requests go over HTTP
 
     def count_tokens(self, text: str) -> int:
         return self._counter.count(text)

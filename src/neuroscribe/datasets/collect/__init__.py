@@ -99,15 +99,15 @@ def _package_version() -> str:
 
 def _manifest(config: CollectConfig, plan: _Plan, corpus: str, results: list[CollationResult],
               seconds: float) -> dict[str, object]:
-    layers = sorted({layer for layer, _ in plan.units})
+    indices = {probe.layer: unit_indices for probe, unit_indices in zip(plan.probes, plan.indices, strict=True)}
     return {
         "format": "neuroscribe-local-dataset",
         "format_version": 1,
         "subject_model": config.model,
         "unit_kind": config.unit_kind.value,
-        "layers": layers,
-        "indices": {str(layer): [i for l2, i in plan.units if l2 == layer] for layer in layers},
-        "n_units": len(plan.units),
+        "layers": sorted(indices),
+        "indices": {str(layer): indices[layer] for layer in sorted(indices)},
+        "n_units": sum(len(unit_indices) for unit_indices in indices.values()),
         "corpus": corpus,
         "n_excerpts": results[0].n_excerpts,
         "n_tokens": results[0].n_excerpts * config.excerpt_tokens,

@@ -315,8 +315,8 @@ class SubjectModel:
         """Run layers 0..stop_after_layer only; as soon as a probe's layer has run, hand its values
         `[batch, positions, units]` to `consume(probe number, values)`.
 
-        Consuming inside the pass, while a layer's values are still in the CPU cache, made collation about a
-        third cheaper than collating all layers after the pass (measured on SmolLM2, 4 layers x 1,536 neurons).
+        Consuming inside the pass reads a layer's values while they are still in the CPU cache, and no copy
+        joins the layers afterwards (that copy alone was 7 ms of a 500 ms batch on SmolLM2, 4 x 1,536 neurons).
         """
         handles = [handle for probe in probes for handle in probe.attach(self)]
 
