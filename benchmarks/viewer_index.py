@@ -74,8 +74,9 @@ def write_synthetic_run(path: Path, n_units: int, seed: int = 0) -> None:
             result = NeuronSimulationResults(neuron_id=record.neuron_id, scored_explanations=[ScoredExplanation(
                 explanation=explanation,
                 scored_simulation=ScoredSimulation(scored_sequence_simulations=scored, ev_correlation_score=score))])
+            scores = {"top_and_random": score, "top_only": score + 0.1, "random_only": score - 0.1}
             outcome = UnitOutcome(unit=unit, status="ok", explanation=explanation, usage=UnitUsage(calls=2),
-                                  scores={"top_and_random": score, "top_only": score + 0.1, "random_only": score - 0.1})
+                                  scores=scores, named_scores={"ev_correlation": scores}, headline="ev_correlation")
             result_lines[method].append(serialization.dumps(result))
             outcome_lines[method].append(json.dumps(outcome.to_json_obj()))
     for method in METHODS:

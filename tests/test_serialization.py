@@ -24,6 +24,8 @@ from neuroscribe.records import (
 )
 from neuroscribe.results import (
     ActivationScale,
+    ExplanationScores,
+    JudgedExample,
     NeuronSimulationResults,
     ScoredExplanation,
     ScoredSequenceSimulation,
@@ -43,6 +45,7 @@ from neuroscribe.serialization import (
     load_json_file,
     loads,
     read_jsonl,
+    result_from_json_obj,
     to_json_obj,
 )
 
@@ -364,7 +367,15 @@ scoring_sets = st.builds(ScoringSet, top=st.lists(activation_records(), max_size
                          random=st.lists(activation_records(), max_size=2))
 tokens_and_weights = st.builds(TokensAndWeights, tokens=st.lists(text, max_size=3),
                                strengths=st.lists(finite, max_size=3))
+judged_examples = st.builds(
+    JudgedExample, group=text, tokens=st.lists(text, max_size=3), true_activations=st.lists(finite, max_size=3),
+    target=optional_float, prediction=optional_float, predicted_activations=st.lists(finite, max_size=3),
+)
+score_tables = st.dictionaries(text, st.dictionaries(text, optional_float, max_size=3), max_size=3)
 STRATEGIES: dict[type, st.SearchStrategy[object]] = {
+    JudgedExample: judged_examples,
+    ExplanationScores: st.builds(ExplanationScores, neuron_id=neuron_ids, explanation=text, scorer=text,
+                                 scores=score_tables, examples=st.lists(judged_examples, max_size=2)),
     ActivationRecord: activation_records(),
     TokenPairRecord: token_pair_records(),
     NeuronId: neuron_ids,
@@ -401,3 +412,17 @@ def test_round_trip_is_exact(case: tuple[type, object]) -> None:
     text_form = dumps(obj)
     assert loads(text_form, cls) == obj
     assert from_tagged_json_obj(json.loads(text_form)) == obj
+
+
+def test_a_results_line_is_read_as_the_type_its_tag_names() -> None:
+    ours = ExplanationScores(neuron_id=NeuronId(1, 2), explanation="dates", scorer="detection",
+                             scores={"auc": {"top_and_random": 0.75, "random_only": None}},
+                             examples=[JudgedExample(group="top", tokens=["a"], true_activations=[1.5], target=1.0,
+                                                     prediction=None)])
+    assert result_from_json_obj(json.loads(dumps(ours))) == ours
+    published = json.loads(dumps(_results()))
+    assert result_from_json_obj(published) == _results()
+    del published["dataclass_name"]  # older published files carry no tag: they are the published format
+    assert isinstance(result_from_json_obj(published), NeuronSimulationResults)
+    with pytest.raises(DataError, match=r"line 7: at scores\.auc: expected an object"):
+        result_from_json_obj({**json.loads(dumps(ours)), "scores": {"auc": 3}}, "line 7")

@@ -18,6 +18,7 @@ from neuroscribe.errors import (
 )
 from neuroscribe.records import (
     ActivationRecord,
+    Evidence,
     NeuronId,
     NeuronRecord,
     RecordSplits,
@@ -31,6 +32,8 @@ from neuroscribe.records import (
 )
 from neuroscribe.results import (
     ActivationScale,
+    ExplanationScores,
+    JudgedExample,
     NeuronSimulationResults,
     ScoredExplanation,
     ScoredSequenceSimulation,
@@ -49,6 +52,7 @@ _LAZY = {
     "BackendSpec": "neuroscribe.llm",
     "create_explainer": "neuroscribe.explainer",
     "create_simulator": "neuroscribe.simulator",
+    "create_scorer": "neuroscribe.scorers",
     "calibrate": "neuroscribe.simulator",
     "load_neuron_record": "neuroscribe.datasets",
     "collect": "neuroscribe.datasets.collect",
@@ -68,6 +72,9 @@ __all__ = [
     "CapabilityError",
     "ConfigError",
     "DataError",
+    "Evidence",
+    "ExplanationScores",
+    "JudgedExample",
     "NeuronId",
     "NeuronRecord",
     "NeuronSimulationResults",

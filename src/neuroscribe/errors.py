@@ -37,3 +37,21 @@ class ParseError(NeuroscribeError):
     def __init__(self, message: str, *, raw_text: str) -> None:
         super().__init__(message)
         self.raw_text = raw_text
+
+
+class StageError(NeuroscribeError):
+    """Something failed at a named stage (e.g. 'records', 'calibrate', 'simulate'); `error` is why.
+
+    Lets a component say where in its own work it failed, so a run records the stage, not a guess."""
+
+    def __init__(self, stage: str, error: NeuroscribeError) -> None:
+        super().__init__(f"{stage}: {error}")
+        self.stage = stage
+        self.error = error
+
+
+def describe(error: NeuroscribeError) -> str:
+    """The message of `error`, with the start of the raw answer when it is a `ParseError`."""
+    if isinstance(error, ParseError):
+        return f"{error} (raw answer: {error.raw_text[:200]!r})"
+    return str(error)

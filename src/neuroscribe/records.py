@@ -22,6 +22,25 @@ class UnitKind(StrEnum):
     AUTOENCODER_LATENT = "autoencoder_latent"
 
 
+class Evidence(StrEnum):
+    """What a component may declare it needs about a unit; the runner builds only what is declared.
+
+    Explainers get the explaining (train) split; scorers get the held-out (scoring and calibration)
+    splits, so no component can take evidence from the wrong side of the split by accident.
+    """
+
+    ACTIVATION_RECORDS = "activation_records"
+    """Excerpts with one activation per token (MLP neurons, autoencoder latents)."""
+    TOKEN_PAIR_RECORDS = "token_pair_records"
+    """Excerpts with one activation per (query, key) token pair (attention heads)."""
+    TOKEN_LOOKUP_TABLE = "token_lookup_table"
+    """Tokens with the highest average activation (the dataset's table, else computed from the train split)."""
+    WEIGHT_SUMMARY = "weight_summary"
+    """Tokens whose embeddings most drive, or are most driven by, the unit (published datasets)."""
+    OTHER_UNITS_RECORDS = "other_units_records"
+    """Top excerpts of other units of the run (e.g. for intruders or negatives)."""
+
+
 @dataclass(frozen=True, order=True)
 class UnitId:
     """A unit of a subject model: layer, index within the layer, and kind."""

@@ -7,7 +7,7 @@ import difflib
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
-from typing import Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from neuroscribe.errors import ConfigError
 
@@ -48,6 +48,21 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._entries))
+
+
+class Configurable(Protocol):
+    """A registered class whose config options are checked against its own frozen dataclass."""
+
+    options_type: ClassVar[type[Any]]
+
+
+C = TypeVar("C", bound=Configurable)
+
+
+def registered_options(registry: Registry[C], name: str, options: Mapping[str, object], where: str = "") -> Any:
+    """The options of the component registered as `name`, checked and built (unknown name or option:
+    ConfigError with the closest valid one); `where` says where in a config they come from."""
+    return build_options(registry.get(name).options_type, options, where or f"{registry.kind} {name!r}")
 
 
 def build_options(options_cls: type[T], options: Mapping[str, object], where: str) -> T:

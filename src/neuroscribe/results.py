@@ -95,3 +95,41 @@ class WeightBasedSummaryOfNeuron:
     input_negative: TokensAndWeights
     output_positive: TokensAndWeights
     output_negative: TokensAndWeights
+
+
+@dataclass
+class JudgedExample:
+    """One held-out example a scorer used: what it showed, the truth, and what the model answered.
+
+    Enough to recompute any metric of the scorer from the results file alone.
+    """
+
+    group: str
+    """Where the example was drawn from, e.g. 'top', 'random', 'quantile_2', 'non_activating'."""
+    tokens: list[str]
+    true_activations: list[float]
+    """The unit's activation at each token (never shown to the judging model)."""
+    target: float | None = None
+    """What the model was asked to get right, when it is one number (e.g. 1.0 activating / 0.0 not)."""
+    prediction: float | None = None
+    """The model's answer as one number (e.g. P(yes) or a 0/1 label); None when it could not be read."""
+    predicted_activations: list[float] = field(default_factory=list)
+    """The model's prediction per token, for scorers that predict every token."""
+
+
+@dataclass
+class ExplanationScores:
+    """One explanation of one unit judged by one scorer (neuroscribe's format for every scorer but
+    `simulation`, which writes the published `NeuronSimulationResults`)."""
+
+    neuron_id: NeuronId
+    explanation: str
+    scorer: str
+    """Registry name of the scorer that computed these scores."""
+    scores: dict[str, dict[str, float | None]]
+    """Score name -> variant (e.g. 'top_and_random', 'random_only', 'quantile_2') -> value (None: undefined)."""
+    examples: list[JudgedExample] = field(default_factory=list)
+
+
+ResultRecord = NeuronSimulationResults | ExplanationScores
+"""One line of a run's results file: the published format for simulation scores, ours for the others."""

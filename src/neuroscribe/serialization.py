@@ -255,6 +255,17 @@ def _list_decoder(item_type: object) -> _Decoder:
     return decode
 
 
+def _dict_decoder(value_type: object) -> _Decoder:
+    decode_value = _decoder_for(value_type)
+
+    def decode(value: object, path: str) -> dict[str, object]:
+        if type(value) is not dict:
+            raise _Invalid(path, f"expected an object, got {_describe(value)}")
+        return {str(k): decode_value(v, _child(path, str(k))) for k, v in typing.cast(dict[str, object], value).items()}
+
+    return decode
+
+
 def _optional_decoder(inner: object) -> _Decoder:
     decode_inner = _decoder_for(inner)
 
@@ -340,6 +351,10 @@ def _build_decoder(tp: object) -> _Decoder:
         raise TypeError(f"unsupported union type {tp}")
     if origin is list:
         return _list_decoder(args[0] if args else Any)
+    if origin is dict:
+        if args and args[0] is not str:
+            raise TypeError(f"unsupported dict key type in {tp}: JSON keys are strings")
+        return _dict_decoder(args[1] if args else Any)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return _enum_decoder(tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
@@ -373,7 +388,15 @@ def from_tagged_json_obj(data: object, source: str = "<data>") -> object:
     return from_json_obj(data, cls, source)
 
 
-def _parse(text: str | bytes, source: str) -> object:
+def result_from_json_obj(data: object, source: str = "<data>") -> results.ResultRecord:
+    """A results line: our `ExplanationScores` when tagged so, else the published `NeuronSimulationResults`
+    (whose older files carry no tag)."""
+    ours = isinstance(data, dict) and data.get(TAG) == results.ExplanationScores.__name__
+    cls: type[results.ResultRecord] = results.ExplanationScores if ours else results.NeuronSimulationResults
+    return from_json_obj(data, cls, source)
+
+
+def parse(text: str | bytes, source: str) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
@@ -381,7 +404,7 @@ def _parse(text: str | bytes, source: str) -> object:
 
 
 def loads(text: str | bytes, cls: type[T], source: str = "<string>") -> T:
-    return from_json_obj(_parse(text, source), cls, source)
+    return from_json_obj(parse(text, source), cls, source)
 
 
 def _read_text(path: Path) -> str:
@@ -413,7 +436,7 @@ def iter_jsonl_lines(text: str, source: str, *, allow_torn_tail: bool = False) -
         where = f"{source}:{lineno}"
         torn = allow_torn_tail and lineno == len(lines) and not text.endswith("\n")
         try:
-            parsed = _parse(line, where)
+            parsed = parse(line, where)
         except DataError:
             if torn:
                 logger.warning("%s: skipping a torn last line (no newline, not valid JSON)", where)

@@ -28,5 +28,6 @@ def make_result(unit: UnitId, explanation: str, score: float | None) -> NeuronSi
 
 
 def ok_outcome(unit: UnitId, score: float | None, random_only: float | None = None) -> UnitOutcome:
-    return UnitOutcome(unit=unit, status="ok", explanation=f"explanation of {unit}",
-                       scores={"top_and_random": score, "top_only": score, "random_only": random_only})
+    scores = {"top_and_random": score, "top_only": score, "random_only": random_only}
+    return UnitOutcome(unit=unit, status="ok", explanation=f"explanation of {unit}", scores=scores,
+                       named_scores={"ev_correlation": scores}, headline="ev_correlation")

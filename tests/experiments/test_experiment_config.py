@@ -41,7 +41,7 @@ def test_minimal_config_resolves_units_and_methods():
     (minimal(backends={"default": {"modle": "x"}}), "'modle' in [backends.default] (did you mean 'model'?)"),
     (minimal(backends={"default": {"transport": {"timeout": 3}}}), "(did you mean 'timeout_s'?)"),
     (minimal(units={"refs": ["1/1"], "kind": "mlp"}), "'mlp' is not one of mlp_neuron"),
-    (minimal(explainers=[{"name": "a"}, {"name": "a"}]), "occur twice"),
+    (minimal(explainers=[{"name": "token_activation_pair"}, {"name": "token_activation_pair"}]), "occur twice"),
     (minimal(explainers=[]), "no [[explainers]]"),
 ])
 def test_config_errors_name_the_key_and_the_fix(data, message):

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from neuroscribe.errors import ConfigError
 from neuroscribe.experiments.collection import EMBEDDED_MODEL_WARNING
 from neuroscribe.experiments.leaderboard import build_leaderboard
 
@@ -40,9 +42,9 @@ def test_failures_are_missing_not_zero_and_coverage_is_shown(synthetic_run):
     run = synthetic_run("cov", {"a+x": [0.5, None, 0.7], "b+x": [0.1, 0.2, 0.3]})
     board = build_leaderboard([run])
     a = next(row for row in board.rows if row.method_id == "a+x")
-    assert a.score.mean == 0.6 and a.score.n == 2 and a.n_units == 3 and a.n_failed == 1
+    assert a.score.mean == 0.6 and a.score.n == 2 and a.n_attempted == 3 and a.n_failed == 1
     markdown = board.to_markdown()
-    assert "2 / 3 (1 failed)" in markdown
+    assert "2 / 3 (67%), 1 failed" in markdown
     assert EMBEDDED_MODEL_WARNING in markdown
     html = board.to_html()
     assert "<table>" in html and "a+x" in html and "SmolLM2-135M" in html
@@ -54,5 +56,39 @@ def test_shards_of_one_config_merge(synthetic_run):
     board = build_leaderboard([one, two])
     (row,) = board.rows
     # unit 0: ok in shard0 wins over failed in shard1; units 1, 2 from shard1 (unit 1 present in both: ok kept)
-    assert row.n_units == 3
+    assert row.n_attempted == 3
     assert row.n_failed == 0
+
+
+def test_a_method_that_fails_on_the_hard_units_does_not_outrank_one_that_does_not(synthetic_run):
+    # 12 units, hardest last: both methods score the same on the easy two thirds; A fails on the hard third,
+    # so its mean over its own units (0.65) beats B's over all units (0.47), but not on the units both scored
+    easy = list(np.linspace(0.5, 0.8, 8))
+    hard = [0.1, 0.12, 0.15, 0.08]
+    run = synthetic_run("hard", {"A+sim": [*easy, None, None, None, None], "B+sim": [*easy, *hard]})
+    board = build_leaderboard([run])
+    rows = {row.method_id: row for row in board.rows}
+    assert [row.method_id for row in board.rows] == ["B+sim", "A+sim"]
+    assert rows["A+sim"].own.mean is not None and rows["B+sim"].own.mean is not None
+    assert rows["A+sim"].own.mean > rows["B+sim"].own.mean  # the naive ranking would put A first
+    assert rows["A+sim"].below_coverage and not rows["B+sim"].below_coverage
+    assert board.n_common == 12 and rows["A+sim"].score.n == 8
+    markdown = board.to_markdown()
+    assert "on the 12 units that every ranked method scored" in markdown
+    assert "8 / 12 (67%), 4 failed — below 90%, flagged" in markdown
+    # with the threshold lowered, both are ranked on the 8 units both scored, where they tie: still not A first
+    lenient = build_leaderboard([run], min_coverage=0.5)
+    assert lenient.n_common == 8
+    first, second = lenient.rows
+    assert first.score.mean == second.score.mean and first.method_id == "B+sim"
+    assert second.vs_best is not None and second.vs_best.n == 8 and second.vs_best.mean_difference == 0.0
+
+
+def test_rank_by_any_named_score_and_variant(synthetic_run):
+    run = synthetic_run("named", {"a+x": [0.1, 0.2, 0.3], "b+x": [0.3, 0.4, 0.5]})
+    by_random_only = build_leaderboard([run], score="ev_correlation.random_only")
+    assert str(by_random_only.score) == "ev_correlation.random_only"
+    assert by_random_only.rows[0].method_id == "b+x"
+    assert by_random_only.rows[0].score.mean == pytest.approx(0.2)  # the helpers' random-only is half the main
+    with pytest.raises(ConfigError, match="has a score 'detection'; scores found: ev_correlation"):
+        build_leaderboard([run], score="detection.auc")

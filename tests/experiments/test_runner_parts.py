@@ -6,7 +6,9 @@ import pytest
 
 from neuroscribe.errors import ConfigError
 from neuroscribe.experiments.config import config_from_dict
-from neuroscribe.experiments.runner import Shard, make_plan, random_partners, token_lookup_table
+from neuroscribe.experiments.evidence import token_lookup_table
+from neuroscribe.experiments.plan import Shard, make_plan
+from neuroscribe.experiments.sources import random_partners
 from neuroscribe.records import ActivationRecord, UnitId
 
 

@@ -27,7 +27,7 @@ from neuroscribe.llm.base import (
     PromptSegment,
     SamplingParams,
 )
-from neuroscribe.llm.hf import HFBackend
+from neuroscribe.llm.hf import HFBackend, HFOptions
 
 CANDIDATES = tuple(str(v) for v in range(11))
 HEADER = (
@@ -92,7 +92,8 @@ def direct_distributions(reference: tuple[object, object], request: Distribution
 
 def test_registered_and_built_from_spec(embedded_checkpoint: Path, embedded_backend: HFBackend) -> None:
     assert BACKENDS.get("hf") is HFBackend
-    backend = HFBackend.from_spec(BackendSpec(type="hf", model=str(embedded_checkpoint), context_length=1024))
+    spec = BackendSpec(type="hf", model=str(embedded_checkpoint), context_length=1024)
+    backend = HFBackend.from_spec(spec, HFOptions())
     assert backend.context_length == 1024
     assert backend.name == f"hf:{embedded_checkpoint}"
     assert embedded_backend.name.startswith("hf:embedded-")
@@ -305,8 +306,37 @@ async def test_distribution_request_without_marks_or_context(embedded_backend: H
 
 @pytest.mark.parametrize("option", ["max_batch_size", "max_batch_tokens", "min_shared_prefix"])
 def test_batching_options_below_one_are_refused(embedded_checkpoint: Path, option: str) -> None:
-    with pytest.raises(ConfigError, match=r"max_batch_size, max_batch_tokens and min_shared_prefix must be >= 1"):
+    with pytest.raises(ConfigError, match=rf"hf backend: {option} must be >= 1, got 0"):
         HFBackend("embedded", **{option: 0})
+    with pytest.raises(ConfigError, match=rf"\[backends\] hf options: {option} must be >= 1, got 0"):
+        create_backend(BackendSpec(type="hf"), options={option: 0})
+
+
+async def test_options_from_a_config_are_in_effect(embedded_backend: HFBackend) -> None:
+    """The same four requests, gathered at once: one batch by default, two of two with max_batch_size=2
+    (three passes: the shared prefix once, then one pass per batch). Answers and name are unchanged."""
+    requests = [CompletionRequest(distributions=excerpt_request(tokens)) for tokens in EXCERPTS]
+    answers, passes = [], []
+    for options in ({"batch_window_s": 0.2}, {"batch_window_s": 0.2, "max_batch_size": 2}):
+        client = create_backend(BackendSpec(type="hf", model="embedded"), options=options)
+        assert isinstance(client.backend, HFBackend) and client.name == embedded_backend.name
+        assert client.backend.options == HFOptions(**options)  # type: ignore[arg-type]
+        completions = await asyncio.gather(*(client.backend.complete(r) for r in requests))
+        answers.append([c.distributions for c in completions])
+        passes.append(client.backend.stats.forward_passes)
+        await client.aclose()
+    assert passes == [2, 3]
+    for default, small in zip(*answers, strict=True):
+        assert max_difference(default, small) < 1e-5
+
+
+async def test_a_half_precision_dtype_has_its_own_name(embedded_backend: HFBackend) -> None:
+    half = HFBackend("embedded", dtype="bfloat16")
+    assert half.name == f"{embedded_backend.name}[dtype=bfloat16]"  # answers differ: separate cache entries
+    request = excerpt_request(EXCERPTS[0])
+    close = max_difference(await distributions(half, request), await distributions(embedded_backend, request))
+    assert 0 < close < 0.02
+    await half.aclose()
 
 
 def test_missing_local_path_fails_fast(tmp_path: Path) -> None:

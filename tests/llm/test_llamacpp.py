@@ -18,9 +18,10 @@ from neuroscribe.llm import (
     SamplingParams,
     create_backend,
 )
+from neuroscribe.llm import llamacpp as llamacpp_module
 from neuroscribe.llm.cache import ResponseCache
 from neuroscribe.llm.client import LLMClient
-from neuroscribe.llm.llamacpp import _SERVERS, LlamaCppBackend
+from neuroscribe.llm.llamacpp import _SERVERS, LlamaCppBackend, _ServerKey, _SharedServer, default_threads
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -41,6 +42,27 @@ async def test_server_is_local_and_reports_what_it_can_do(llamacpp: LlamaCppBack
     assert llamacpp.name == "llamacpp:embedded"
     assert llamacpp.capabilities == frozenset(Capability)
     assert llamacpp.context_length == 2048
+
+
+async def test_options_from_a_config_reach_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parallel and threads are part of the server's key, distribution_top_k of the name; checked with a
+    stand-in for the server start, since every distinct key would start another llama.cpp server."""
+    started: list[_ServerKey] = []
+
+    def start(key: _ServerKey) -> _SharedServer:
+        started.append(key)
+        return _SharedServer(object(), "http://127.0.0.1:9")
+
+    monkeypatch.setattr(llamacpp_module, "_start_server", start)
+    spec = BackendSpec(type="llamacpp", model="embedded", context_length=512)
+    tuned = create_backend(spec, options={"parallel": 3, "threads": 2, "distribution_top_k": 7})
+    plain = create_backend(spec)
+    assert [(k.context_length, k.parallel, k.threads) for k in started] == [(512, 3, 2), (512, 2, default_threads())]
+    assert isinstance(tuned.backend, LlamaCppBackend) and tuned.backend._client.distribution_top_k == 7
+    assert (tuned.name, plain.name) == ("llamacpp:embedded[distribution_top_k=7]", "llamacpp:embedded")
+    await tuned.aclose()
+    await plain.aclose()
+    assert not set(started) & set(_SERVERS)
 
 
 async def test_count_tokens_uses_the_models_own_tokenizer(llamacpp: LlamaCppBackend) -> None:

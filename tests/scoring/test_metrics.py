@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from neuroscribe.errors import DataError
 from neuroscribe.scoring import (
-    SCORERS,
+    METRICS,
     Score,
     absolute_dev_explained_score,
     coefficient_of_determination,
@@ -44,8 +44,8 @@ def test_coefficient_of_determination_uses_the_mean_baseline() -> None:
 
 
 def test_perfect_prediction_scores_one_everywhere() -> None:
-    for name in SCORERS:
-        assert SCORERS.get(name)()(np.array(TRUE), np.array(TRUE)).value == pytest.approx(1.0)
+    for name in METRICS:
+        assert METRICS.get(name)()(np.array(TRUE), np.array(TRUE)).value == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_length_mismatch_is_an_error() -> None:
 
 
 def test_registry_lists_every_metric() -> None:
-    assert SCORERS.names() == ["absolute_dev_explained", "coefficient_of_determination", "ev_correlation",
+    assert METRICS.names() == ["absolute_dev_explained", "coefficient_of_determination", "ev_correlation",
                                "rsquared"]
 
 

@@ -10,10 +10,10 @@ import pytest
 from golden import assert_golden
 from neuroscribe.errors import BackendError, CapabilityError, ConfigError, ParseError
 from neuroscribe.llm.base import Capability, Choice, Completion, CompletionRequest, TokenLogprob
+from neuroscribe.llm.scripted import ScriptedBackend
 from neuroscribe.results import ActivationScale
 from neuroscribe.simulator import SIMULATORS, create_simulator
 from neuroscribe.simulator.json_simulator import parse_answer
-from scripted_backend import ScriptedBackend
 
 ADVERSARIAL = ["\t", "\n", " \t\n", "\ufffd", "\ufffd", "\xf0\x9f", "\x98\x80", "😀", "<start>", "unknown", "",
                " Paris", "10"]

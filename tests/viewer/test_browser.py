@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from viewer_helpers import EMOJI_TOKEN, HOSTILE_IMG, HOSTILE_TOKEN, METHODS, RTL_TOKEN, UNITS, make_head_record
+from viewer_helpers import (
+    EMOJI_TOKEN,
+    HOSTILE_IMG,
+    HOSTILE_TOKEN,
+    METHODS,
+    PLUGIN_METHOD,
+    RTL_TOKEN,
+    UNITS,
+    make_head_record,
+)
 
 from neuroscribe import serialization
 from neuroscribe.cli import main
@@ -151,6 +160,25 @@ def test_index_of_records_only_has_no_score_columns(browser: Page, record_site: 
     captions = browser.evaluate("[...document.querySelectorAll('#distributions figcaption')].map(c => c.textContent)")
     assert [c.split(":")[0] for c in captions] == list(METHODS)
     assert captions[1].endswith(f"{len(UNITS) - 1} scored")  # the failed unit has no score
+
+
+def test_plugin_scores_are_shown_by_name(browser: Page, scorer_run: Path, tmp_path: Path) -> None:
+    site = build_site(scorer_run, tmp_path / "site").out_dir
+    browser.open(_unit_page(site, UNITS[0].layer, UNITS[0].index))
+    assert browser.problems.all() == []
+    panel = f"[...document.querySelectorAll('.panel')].find(p => p.textContent.includes('{PLUGIN_METHOD}')).innerText"
+    shown = browser.evaluate(panel)
+    assert "keyword_hits\ntop and random\n0.813\ntop only\n0.900\nrandom only\nn/a\nkeyword_precision" in shown
+    assert "scored excerpt" not in shown  # no simulation panels for a plugin scorer
+    examples = "[...document.querySelectorAll('details')].find(d => d.textContent.startsWith('judged examples'))"
+    browser.evaluate(f"{examples}.open = true")  # drawn when opened
+    assert browser.wait_until(f"{examples}.querySelectorAll('.tok').length > 0")
+    assert "random · target 0.000 · prediction n/a" in browser.evaluate(f"{examples}.innerText")
+    browser.open((site / "index.html").as_uri())
+    assert browser.problems.all() == []
+    assert browser.evaluate("document.querySelector('th[data-key=score]').textContent") == "headline score"
+    cells = browser.evaluate("[...document.querySelectorAll('#units tbody td:nth-child(3)')].map(c => c.textContent)")
+    assert f"{PLUGIN_METHOD} \u00b7 keyword_hits" in cells and METHODS[0] in cells
 
 
 def test_screenshot(browser: Page, run_site: Path, tmp_path: Path) -> None:

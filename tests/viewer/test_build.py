@@ -14,6 +14,8 @@ from viewer_helpers import (
     HEAD_TOKENS,
     HOSTILE_TOKEN,
     METHODS,
+    PLUGIN_METHOD,
+    PLUGIN_SCORES,
     UNITS,
     make_head_record,
     make_record,
@@ -23,6 +25,7 @@ from viewer_helpers import (
 from neuroscribe import datasets, serialization
 from neuroscribe.cli import main
 from neuroscribe.errors import ConfigError, DataError
+from neuroscribe.experiments.store import RunStore
 from neuroscribe.records import NeuronId, NeuronRecord, UnitId
 from neuroscribe.results import (
     ActivationScale,
@@ -36,7 +39,7 @@ from neuroscribe.results import (
     WeightBasedSummaryOfNeuron,
 )
 from neuroscribe.scoring import correlation
-from neuroscribe.viewer.build import MARKER, _inline_json, build_site
+from neuroscribe.viewer.build import MARKER, VARIANT_LABELS, _inline_json, _score_heading, build_site
 from neuroscribe.viewer.serve import make_server, server_url
 
 
@@ -93,6 +96,7 @@ def test_run_site_has_a_row_per_unit_and_method(small_run: Path, tmp_path: Path)
     shown = [key for key, _ in index["meta"]]  # type: ignore[union-attr, misc]
     assert shown[:3] == ["run directory", "config_hash", "created"] and "config" not in shown
     assert index["provenance"] == [["python", "3.11.7"]]  # folded: versions and platform
+    assert index["headlines"] == ["ev_correlation"] * len(METHODS) and index["score_heading"][0] == "score"  # type: ignore[index]
     failed = [row for row in index["rows"] if row[5] == "failed"]  # type: ignore[union-attr, index]
     assert len(failed) == 1 and "no explanation" in failed[0][6]
     leaderboard = summary.index_path.read_text(encoding="utf-8")
@@ -143,6 +147,91 @@ def test_failed_unit_shows_its_reason(small_run: Path, tmp_path: Path) -> None:
     failed = {m["id"]: m for m in data["methods"]}[FAILED[0]]  # type: ignore[index, union-attr]
     assert failed["status"] == "failed" and "no explanation" in failed["reason"]
     assert failed["explanations"] == []
+
+
+def _strip(explanation: dict[str, object]) -> dict[str, dict[str, float | None]]:
+    """A unit page's score strip as score name -> variant label -> value (in the order shown)."""
+    return {s["name"]: dict(s["variants"]) for s in explanation["scores"]}  # type: ignore[attr-defined, index]
+
+
+def _labelled(named: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
+    return {name: {VARIANT_LABELS.get(v, v): x for v, x in variants.items()} for name, variants in named.items()}
+
+
+def test_unit_page_shows_every_score_the_run_computed(scorer_run: Path, tmp_path: Path) -> None:
+    build_site(scorer_run, tmp_path / "site")
+    store = RunStore(scorer_run)
+    for unit in UNITS[:2]:
+        data = page_data(tmp_path / "site" / "units" / "mlp_neuron" / str(unit.layer) / f"{unit.index}.html")
+        methods = {m["id"]: m for m in data["methods"]}  # type: ignore[index, union-attr]
+        assert list(methods) == [METHODS[0], PLUGIN_METHOD]
+        for method_id, method in methods.items():
+            (explanation,) = method["explanations"]
+            outcome = store.outcomes(method_id)[unit]
+            strip = _strip(explanation)
+            assert next(iter(strip)) == outcome.headline  # the headline leads, and only it is marked
+            assert [s["headline"] for s in explanation["scores"]] == [True] + [False] * (len(strip) - 1)
+            expected = _labelled({n: dict(v) for n, v in outcome.named_scores.items()})
+            assert strip.keys() == expected.keys()
+            for name, variants in expected.items():
+                assert strip[name].keys() == variants.keys()
+                for variant, value in variants.items():  # the file's values, to 5 digits; undefined stays None
+                    assert strip[name][variant] == (None if value is None else pytest.approx(value, rel=1e-4))
+        simulation, plugin = methods[METHODS[0]], methods[PLUGIN_METHOD]
+        shown = list(_strip(simulation["explanations"][0]))
+        assert shown[0] == "ev_correlation" and sorted(shown[1:]) == [  # the rest in the scorer's order
+            "absolute_dev_explained", "coefficient_of_determination", "rsquared"]
+        assert _strip(plugin["explanations"][0]) == _labelled(PLUGIN_SCORES)  # undefined stays None: n/a
+        assert simulation["explanations"][0]["sequences"] and not simulation["explanations"][0]["examples"]
+        examples = plugin["explanations"][0]["examples"]
+        assert plugin["explanations"][0]["sequences"] == []
+        assert [(e["group"], e["target"], e["prediction"]) for e in examples] == [("top", 1.0, 0.75),
+                                                                                 ("random", 0.0, None)]
+        assert all(len(e["tokens"]) == len(e["true"]) and e["predicted"] == [] for e in examples)
+        details = dict(plugin["details"])
+        assert details["scorer"] == "keyword" and "calibrated" not in details  # only simulations calibrate
+        assert "calibrated" in dict(simulation["details"])
+
+
+def test_index_names_a_headline_that_is_no_correlation(scorer_run: Path, tmp_path: Path) -> None:
+    index = page_data(build_site(scorer_run, tmp_path / "site").index_path)
+    assert index["methods"] == [METHODS[0], PLUGIN_METHOD]
+    assert index["headlines"] == ["ev_correlation", "keyword_hits"]
+    assert index["score_heading"][0] == "headline score"  # type: ignore[index]
+    plugin_rows = [r for r in index["rows"] if r[1] == 1]  # type: ignore[union-attr, index]
+    assert [r[2:6] for r in plugin_rows] == [[0.8125, 0.9, None, "ok"]] * 2  # type: ignore[index]
+
+
+def test_score_heading_is_a_correlation_only_when_every_headline_is() -> None:
+    assert _score_heading(["ev_correlation", None])[0] == "score"
+    assert _score_heading([]) == ["score", "top-and-random correlation score"]
+    assert _score_heading(["keyword_hits", None]) == ["keyword_hits", "top-and-random keyword_hits score"]
+    assert _score_heading(["ev_correlation", "keyword_hits"])[0] == "headline score"
+
+
+def test_a_plugin_scorers_results_file_opens_on_its_own(scorer_run: Path, tmp_path: Path) -> None:
+    source = scorer_run / "results" / f"{PLUGIN_METHOD}.jsonl"
+    summary = build_site(source, tmp_path / "site")
+    index = page_data(summary.index_path)
+    assert index["headlines"] == ["keyword_hits"]  # no outcome: the line's first score leads
+    assert [r[2] for r in index["rows"]] == [0.8125, 0.8125]  # type: ignore[union-attr, index]
+    unit = page_data(tmp_path / "site" / "units" / "mlp_neuron" / "0" / "3.html")
+    (method,) = unit["methods"]  # type: ignore[misc]
+    assert _strip(method["explanations"][0]) == _labelled(PLUGIN_SCORES)
+    assert dict(method["details"]) == {"scorer": "keyword"}
+    assert unit["max_activation"] == pytest.approx(max(max(e["true"]) for e in method["explanations"][0]["examples"]))
+
+
+def test_a_run_whose_every_unit_failed_still_opens(tmp_path: Path) -> None:
+    from neuroscribe.experiments.store import UnitOutcome
+
+    store = RunStore(tmp_path / "run")
+    store.create()
+    store.write_manifest({"methods": [PLUGIN_METHOD]})
+    store.append(PLUGIN_METHOD, UnitOutcome(unit=UNITS[0], status="failed", stage="score", reason="judge down"), None)
+    index = page_data(build_site(store.path, tmp_path / "site").index_path)
+    assert index["headlines"] == [None] and index["rows"][0][5] == "failed"  # type: ignore[index]
+    assert any(note.startswith("no leaderboard:") for note in index["notes"])  # type: ignore[union-attr]
 
 
 def _write_dataset(root: Path) -> None:

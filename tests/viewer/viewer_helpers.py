@@ -11,11 +11,13 @@ from neuroscribe.experiments.store import RunStore, UnitOutcome, UnitUsage
 from neuroscribe.records import ActivationRecord, NeuronId, NeuronRecord, TokenPairRecord, UnitId, pair_index
 from neuroscribe.results import (
     ActivationScale,
+    ExplanationScores,
+    JudgedExample,
     NeuronSimulationResults,
     ScoredExplanation,
     SequenceSimulation,
 )
-from neuroscribe.scoring import score_variants
+from neuroscribe.scoring import pooled_scores, score_variants
 
 HOSTILE_TOKEN = "<script>window.__pwned = 1</script>"
 HOSTILE_IMG = '<img src=x onerror="window.__pwned = 2">'
@@ -26,6 +28,12 @@ METHODS = ("token_activation_pair+all_at_once", "random_explanation+all_at_once"
 UNITS = (UnitId(0, 3), UnitId(0, 7), UnitId(2, 1))
 FAILED = (METHODS[1], UnitId(2, 1))
 """This unit failed under the control method, so the run has one failed row."""
+PLUGIN_METHOD = "token_activation_pair+keyword"
+"""A method whose (plugin) scorer writes ExplanationScores and leads with a score that is no correlation."""
+PLUGIN_SCORES: dict[str, dict[str, float | None]] = {
+    "keyword_hits": {"top_and_random": 0.8125, "top_only": 0.9, "random_only": None},
+    "keyword_precision": {"top_and_random": 0.5},
+}
 
 
 def _excerpt(rng: random.Random, n: int, hot: float) -> ActivationRecord:
@@ -80,12 +88,57 @@ def simulate(record: ActivationRecord, rng: random.Random, scale: ActivationScal
                               distribution_values=[values] * len(expected), distribution_probabilities=probabilities)
 
 
-def write_run(path: Path) -> RunStore:
-    store = RunStore(path)
+def _manifest(store: RunStore, methods: list[str]) -> None:
     store.create()
-    store.write_manifest({"config_hash": "0123abcd", "created": "2026-11-23T15:00:00+00:00", "methods": list(METHODS),
+    store.write_manifest({"config_hash": "0123abcd", "created": "2026-11-23T15:00:00+00:00", "methods": methods,
                           "backends": {"default": {"type": "hf", "model": "embedded"}}, "unit_kind": "mlp_neuron",
                           "config": {"units": "three"}, "python": "3.11.7"})
+
+
+def simulation_line(unit: UnitId, record: NeuronRecord, method: str,
+                    seed: int) -> tuple[UnitOutcome, NeuronSimulationResults]:
+    """What the simulation scorer commits for a unit: every pooled score per variant, ev_correlation leading."""
+    calibrated = method == METHODS[0] and unit == UNITS[1]
+    scale = ActivationScale.NEURON_ACTIVATIONS if calibrated else ActivationScale.SIMULATED_NORMALIZED_ACTIVATIONS
+    rng = random.Random(f"{seed}-{method}")
+    top = [(simulate(r, rng, scale), r.activations) for r in record.most_positive_activation_records[:3]]
+    rand = [(simulate(r, rng, scale), r.activations) for r in record.random_sample[:3]]
+    named: dict[str, dict[str, float | None]] = {}
+    for variant, pairs in {"top_and_random": [*top, *rand], "top_only": top, "random_only": rand}.items():
+        for name, score in pooled_scores(pairs).items():
+            named.setdefault(name, {})[variant] = score.value
+    explanation = f"the word “dog” {HOSTILE_TOKEN}" if method == METHODS[0] else "words about weather"
+    result = NeuronSimulationResults(
+        neuron_id=record.neuron_id,
+        scored_explanations=[ScoredExplanation(explanation=explanation,
+                                               scored_simulation=score_variants(top, rand)["top_and_random"])],
+    )
+    outcome = UnitOutcome(
+        unit=unit, status="ok", explanation=explanation, calibrated=calibrated, scores=named["ev_correlation"],
+        named_scores=named, headline="ev_correlation",
+        usage=UnitUsage(calls=3, prompt_tokens=1200, completion_tokens=80, cost_usd=0.0), seconds=1.5,
+    )
+    return outcome, result
+
+
+def plugin_line(unit: UnitId, record: NeuronRecord) -> tuple[UnitOutcome, ExplanationScores]:
+    """What a plugin scorer commits: its own scores and the examples it judged (one answer unreadable)."""
+    top, rand = record.most_positive_activation_records[1], record.random_sample[0]
+    examples = [JudgedExample(group="top", tokens=list(top.tokens), true_activations=list(top.activations),
+                              target=1.0, prediction=0.75),
+                JudgedExample(group="random", tokens=list(rand.tokens), true_activations=list(rand.activations),
+                              target=0.0, prediction=None)]
+    explanation = "mentions of dogs"
+    result = ExplanationScores(neuron_id=record.neuron_id, explanation=explanation, scorer="keyword",
+                               scores=PLUGIN_SCORES, examples=examples)
+    outcome = UnitOutcome(unit=unit, status="ok", explanation=explanation, scores=PLUGIN_SCORES["keyword_hits"],
+                          named_scores=PLUGIN_SCORES, headline="keyword_hits", usage=UnitUsage(calls=2))
+    return outcome, result
+
+
+def write_run(path: Path) -> RunStore:
+    store = RunStore(path)
+    _manifest(store, list(METHODS))
     for seed, unit in enumerate(UNITS):
         record = make_record(unit, seed)
         store.write_record(unit, record)
@@ -94,25 +147,19 @@ def write_run(path: Path) -> RunStore:
                 store.append(method, UnitOutcome(unit=unit, status="failed", stage="explain",
                                                  reason="the explainer's answer had no explanation"), None)
                 continue
-            calibrated = method == METHODS[0] and unit == UNITS[1]
-            scale = (ActivationScale.NEURON_ACTIVATIONS if calibrated
-                     else ActivationScale.SIMULATED_NORMALIZED_ACTIVATIONS)
-            rng = random.Random(f"{seed}-{method}")
-            top = [(simulate(r, rng, scale), r.activations) for r in record.most_positive_activation_records[:3]]
-            rand = [(simulate(r, rng, scale), r.activations) for r in record.random_sample[:3]]
-            variants = score_variants(top, rand)
-            explanation = f"the word “dog” {HOSTILE_TOKEN}" if method == METHODS[0] else "words about weather"
-            result = NeuronSimulationResults(
-                neuron_id=record.neuron_id,
-                scored_explanations=[ScoredExplanation(explanation=explanation,
-                                                       scored_simulation=variants["top_and_random"])],
-            )
-            outcome = UnitOutcome(
-                unit=unit, status="ok", explanation=explanation, calibrated=calibrated,
-                scores={k: v.ev_correlation_score for k, v in variants.items()},
-                usage=UnitUsage(calls=3, prompt_tokens=1200, completion_tokens=80, cost_usd=0.0), seconds=1.5,
-            )
-            store.append(method, outcome, result)
+            store.append(method, *simulation_line(unit, record, method, seed))
+    return store
+
+
+def write_scorer_run(path: Path) -> RunStore:
+    """Two units, each scored by the simulation scorer and by a plugin scorer."""
+    store = RunStore(path)
+    _manifest(store, [METHODS[0], PLUGIN_METHOD])
+    for seed, unit in enumerate(UNITS[:2]):
+        record = make_record(unit, seed)
+        store.write_record(unit, record)
+        store.append(METHODS[0], *simulation_line(unit, record, METHODS[0], seed))
+        store.append(PLUGIN_METHOD, *plugin_line(unit, record))
     return store
 
 

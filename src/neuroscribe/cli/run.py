@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from neuroscribe.experiments.config import load_config
-    from neuroscribe.experiments.runner import Shard, make_plan, run_experiment
+    from neuroscribe.experiments.plan import Shard, make_plan
+    from neuroscribe.experiments.runner import run_experiment
 
     config = load_config(args.config, args.overrides)
     shard = Shard.parse(args.shard)

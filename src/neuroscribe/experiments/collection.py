@@ -22,21 +22,38 @@ EMBEDDED_MODEL_WARNING = (
 )
 
 
+UnitKey = tuple[int, int, str]
+"""(layer, index, kind) of a unit, as outcomes of several runs are merged."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class MethodOutcomes:
     """Every unit's latest outcome under one method, merged over the runs that share its config."""
 
     method_id: str
-    outcomes: Mapping[tuple[int, int, str], UnitOutcome]
+    outcomes: Mapping[UnitKey, UnitOutcome]
     """(layer, index, kind) -> outcome."""
     is_control: bool = False
     models: tuple[str, ...] = ()
 
-    def scores(self, variant: str = "top_and_random") -> dict[tuple[int, int, str], float | None]:
-        """Per unit: the score, or None for a failed unit or an undefined score (never averaged in)."""
-        return {
-            unit: (o.scores.get(variant) if o.status == "ok" else None) for unit, o in sorted(self.outcomes.items())
-        }
+    def scores(self, variant: str = "top_and_random", name: str | None = None) -> dict[UnitKey, float | None]:
+        """Per unit: the score `name` (default: the scorer's headline) in `variant`, or None for a failed
+        unit or an undefined score (never averaged in)."""
+        return {unit: _value(o, name, variant) for unit, o in sorted(self.outcomes.items())}
+
+    def score_names(self) -> dict[str, list[str]]:
+        """Every score name the method's scorer computed, with its variants, in the order first seen."""
+        found: dict[str, list[str]] = {}
+        for outcome in self.outcomes.values():
+            for name, variants in outcome.named_scores.items():
+                known = found.setdefault(name, [])
+                known += [v for v in variants if v not in known]
+        return found
+
+    @property
+    def headline(self) -> str | None:
+        """The score the method's scorer leads with (e.g. 'ev_correlation'), from its first ok outcome."""
+        return next((o.headline for _, o in sorted(self.outcomes.items()) if o.headline), None)
 
     @property
     def n_ok(self) -> int:
@@ -56,6 +73,14 @@ class MethodOutcomes:
     @property
     def seconds(self) -> float:
         return sum(o.seconds for o in self.outcomes.values())
+
+
+def _value(outcome: UnitOutcome, name: str | None, variant: str) -> float | None:
+    if outcome.status != "ok":
+        return None
+    if name is None:
+        return outcome.scores.get(variant)
+    return outcome.named_scores.get(name, {}).get(variant)
 
 
 @dataclass(frozen=True, kw_only=True)

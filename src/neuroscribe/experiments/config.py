@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import importlib
 import json
 import random
 import tomllib
@@ -27,7 +28,6 @@ from neuroscribe.records import UnitId, UnitKind
 
 T = TypeVar("T")
 
-CALIBRATION_METHODS = ("none", "linear", "percentile")
 SCORE_SPLITS = ("valid", "test")
 
 
@@ -106,10 +106,15 @@ class RecordsConfig:
     """Which split is scored: 'valid' (the paper's) or 'test' (held out for final numbers)."""
     collect: CollectSettings | None = None
     """If set, collect records from a model first and read them from that dataset."""
+    other_units: int = 4
+    """How many other units' top excerpts a component that declares `other_units_records` gets (drawn
+    with the run's seed from the run's units)."""
 
     def __post_init__(self) -> None:
         if self.n_per_split < 1:
             raise ConfigError(f"[records] n_per_split must be >= 1, got {self.n_per_split}")
+        if self.other_units < 0:
+            raise ConfigError(f"[records] other_units must be >= 0, got {self.other_units}")
         if self.score_split not in SCORE_SPLITS:
             raise ConfigError(f"[records] score_split {self.score_split!r} is not one of {', '.join(SCORE_SPLITS)}")
         if not self.dataset and self.collect is None:
@@ -124,20 +129,23 @@ class BackendConfig:
     """Backend type, model, URL, API-key variable and prices (keys of the table itself)."""
     transport: TransportSettings = field(default_factory=TransportSettings)
     """Timeouts, retries, concurrency and rate limits ([backends.NAME.transport])."""
+    options: Mapping[str, object] = field(default_factory=dict)
+    """The backend type's own options ([backends.NAME.options]: device, batching, threads, ...), checked
+    against its options dataclass when the config is loaded (see docs/llm.md)."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExplainerConfig:
-    """One explainer of the sweep."""
+class ComponentConfig:
+    """A registered component of the sweep: which one, which backend it asks, its label and options."""
 
     name: str
-    """Registry name: 'token_activation_pair', 'token_lookup' or 'attention_head'."""
+    """Registry name (see `neuroscribe.explainer.EXPLAINERS`, `neuroscribe.scorers.SCORERS`)."""
     backend: str = "default"
     """Which [backends.NAME] table answers its prompts."""
     id: str = ""
-    """Label in method ids; defaults to `name` (set it to sweep one explainer over several backends)."""
+    """Label in method ids; defaults to `name` (set it to sweep one component over several backends)."""
     options: Mapping[str, object] = field(default_factory=dict)
-    """The explainer's own options, validated by the explainer."""
+    """The component's own options, checked against its options dataclass when the config is loaded."""
 
     @property
     def label(self) -> str:
@@ -145,32 +153,26 @@ class ExplainerConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SimulatorConfig:
-    """One simulator of the sweep."""
+class ExplainerConfig(ComponentConfig):
+    """One explainer of the sweep ([[explainers]]): 'token_activation_pair', 'token_lookup', 'attention_head'."""
 
-    name: str
-    """Registry name: 'all_at_once', 'one_at_a_time' or 'json'."""
-    backend: str = "default"
-    """Which [backends.NAME] table answers its prompts."""
-    id: str = ""
-    """Label in method ids; defaults to `name`."""
+
+@dataclass(frozen=True, kw_only=True)
+class ScorerConfig(ComponentConfig):
+    """One scorer of the sweep ([[scorers]]): 'simulation' or a plugin's; every explanation gets every scorer."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulatorConfig(ComponentConfig):
+    """Shorthand for a `simulation` scorer ([[simulators]], as before [[scorers]] existed): the simulator
+    `name` with its `options`, calibrated as `calibration` says; its label is the method's scorer label."""
+
     calibration: str = "none"
     """Map predictions onto the unit's activation scale first: 'none', 'linear' or 'percentile'."""
-    options: Mapping[str, object] = field(default_factory=dict)
-    """The simulator's own options, validated by the simulator."""
 
-    def __post_init__(self) -> None:
-        if self.calibration not in CALIBRATION_METHODS:
-            close = difflib.get_close_matches(self.calibration, CALIBRATION_METHODS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"[[simulators]] {self.label}: calibration {self.calibration!r} is not one of "
-                f"{', '.join(CALIBRATION_METHODS)}.{hint}"
-            )
-
-    @property
-    def label(self) -> str:
-        return self.id or self.name
+    def as_scorer(self) -> ScorerConfig:
+        options = {"simulator": self.name, "simulator_options": dict(self.options), "calibration": self.calibration}
+        return ScorerConfig(name=SIMULATION_SCORER, backend=self.backend, id=self.label, options=options)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,10 +225,14 @@ class ExperimentConfig:
     """Where records come from and how they are split."""
     backends: Mapping[str, BackendConfig] = field(default_factory=lambda: {"default": BackendConfig()})
     """Named models ([backends.NAME]); explainers and simulators refer to them by name."""
+    plugins: tuple[str, ...] = ()
+    """Modules imported before the config is checked, so the components they register can be named."""
     explainers: tuple[ExplainerConfig, ...]
     """The explainers of the sweep ([[explainers]])."""
-    simulators: tuple[SimulatorConfig, ...]
-    """The simulators of the sweep ([[simulators]]); every explainer is scored with every simulator."""
+    simulators: tuple[SimulatorConfig, ...] = ()
+    """Simulation scorers, one per simulator ([[simulators]]); scored before the [[scorers]]."""
+    scorers: tuple[ScorerConfig, ...] = ()
+    """The scorers of the sweep ([[scorers]]); every explanation is scored by every scorer and simulator."""
     controls: ControlsConfig = field(default_factory=ControlsConfig)
     """Baselines."""
     run: RunSettings = field(default_factory=RunSettings)
@@ -235,28 +241,34 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if not self.explainers:
             raise ConfigError("the config has no [[explainers]] table")
-        if not self.simulators:
-            raise ConfigError("the config has no [[simulators]] table")
-        used = [("[[explainers]] " + e.label, e.backend) for e in self.explainers]
-        used += [("[[simulators]] " + s.label, s.backend) for s in self.simulators]
-        if self.controls.token_lookup:
-            used.append(("[controls] token_lookup_backend", self.controls.token_lookup_backend))
+        if not self.simulators and not self.scorers:
+            raise ConfigError("the config has no [[scorers]] (or [[simulators]]) table: nothing would be scored")
+        used = [(where, c.backend) for where, c, _ in self.explainer_configs()]
+        used += [(where, c.backend) for where, c in self.scorer_configs()]
         for where, backend in used:
             if backend not in self.backends:
                 raise ConfigError(
                     f"{where}: backend {backend!r} is not defined{_hint(backend, self.backends)}; "
                     f"defined: {', '.join(sorted(self.backends)) or '(none)'}"
                 )
-        ids = self.method_ids()
+        ids = [f"{source}+{scorer.label}" for source in self.source_labels() for _, scorer in self.scorer_configs()]
         duplicates = sorted({m for m in ids if ids.count(m) > 1})
         if duplicates:
             raise ConfigError(f"method ids {duplicates} occur twice: give the repeated explainers/simulators an `id`")
 
     def method_ids(self) -> list[str]:
-        """Every explainer x simulator, then controls x simulators (e.g. 'token_activation_pair+all_at_once')."""
+        """Every explanation source x scorer, e.g. 'token_activation_pair+all_at_once': explainers first,
+        then the controls that are on (random explanation, token look-up, published)."""
+        return list(self.methods())
+
+    def methods(self) -> dict[str, tuple[str, str]]:
+        """Method id -> (explanation source label, scorer label), in `method_ids` order."""
+        return {f"{source}+{scorer.label}": (source, scorer.label)  # unique: checked on construction
+                for source in self.source_labels() for _, scorer in self.scorer_configs()}
+
+    def source_labels(self) -> list[str]:
         sources = [e.label for e in self.explainers]
-        sources += [name for name, on in self.control_sources() if on]
-        return [f"{source}+{s.label}" for source in sources for s in self.simulators]
+        return sources + [name for name, on in self.control_sources() if on]
 
     def control_sources(self) -> list[tuple[str, bool]]:
         return [
@@ -264,6 +276,20 @@ class ExperimentConfig:
             (TOKEN_LOOKUP, self.controls.token_lookup),
             (PUBLISHED, self.controls.published),
         ]
+
+    def explainer_configs(self) -> list[tuple[str, ExplainerConfig, bool]]:
+        """(where in the config, explainer, whether it is a control): the [[explainers]], then the token
+        look-up control's explainer when it is on."""
+        found = [(f"[[explainers]] {e.label!r} (explainers.{i})", e, False) for i, e in enumerate(self.explainers)]
+        if self.controls.token_lookup:
+            lookup = ExplainerConfig(name=TOKEN_LOOKUP, backend=self.controls.token_lookup_backend, id=TOKEN_LOOKUP)
+            found.append(("[controls] token_lookup", lookup, True))
+        return found
+
+    def scorer_configs(self) -> list[tuple[str, ScorerConfig]]:
+        """(where in the config, scorer): each [[simulators]] entry as a simulation scorer, then [[scorers]]."""
+        found = [(f"[[simulators]] {s.label!r} (simulators.{i})", s.as_scorer()) for i, s in enumerate(self.simulators)]
+        return found + [(f"[[scorers]] {s.label!r} (scorers.{i})", s) for i, s in enumerate(self.scorers)]
 
     def to_json_obj(self) -> dict[str, Any]:
         """The resolved config as plain JSON data (what `run.json` keeps and the hash covers)."""
@@ -276,14 +302,26 @@ class ExperimentConfig:
         del obj["run"]
         for backend in obj["backends"].values():
             del backend["transport"]
+        # keys added later are left out at their defaults, so an older config keeps its hash (and its runs resume)
+        _drop_default(obj, {"plugins": [], "scorers": []})
+        _drop_default(obj["records"], {"other_units": 4})
+        for backend in obj["backends"].values():
+            _drop_default(backend, {"options": {}})
         text = json.dumps(obj, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _drop_default(obj: dict[str, Any], defaults: Mapping[str, object]) -> None:
+    for key, default in defaults.items():
+        if key in obj and obj[key] == default:
+            del obj[key]
 
 
 RANDOM_EXPLANATION = "random_explanation"
 TOKEN_LOOKUP = "token_lookup"
 PUBLISHED = "published"
 CONTROL_SOURCES = (RANDOM_EXPLANATION, TOKEN_LOOKUP, PUBLISHED)
+SIMULATION_SCORER = "simulation"
 
 
 def is_control(method_id: str) -> bool:
@@ -312,9 +350,56 @@ def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (),
         apply_override(copy, override)
     copy.setdefault("backends", {"default": {}})
     try:
-        return _build(ExperimentConfig, copy, "")
+        import_plugins(copy.get("plugins", ()))
+        config = _build(ExperimentConfig, copy, "")
+        validate_components(config)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+    return config
+
+
+def import_plugins(modules: object) -> None:
+    """Import the modules a config's `plugins` names, so the components they register can be used."""
+    if not isinstance(modules, list | tuple) or not all(isinstance(m, str) for m in modules):
+        raise ConfigError(f"plugins must be a list of module names, got {modules!r}")
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigError(f"plugins: cannot import {module!r} ({error}); is it installed or on PYTHONPATH?"
+                              ) from None
+
+
+def validate_components(config: ExperimentConfig) -> None:
+    """Every component name and option, every backend option, and every declared evidence checked, before
+    anything is loaded or run, so a typo fails in a second instead of after an hours-long collection."""
+    from neuroscribe.experiments.evidence import check_evidence
+    from neuroscribe.explainer import EXPLAINERS
+    from neuroscribe.llm import backend_options_type
+    from neuroscribe.registry import build_options, registered_options
+    from neuroscribe.scorers import SCORERS
+
+    for name, backend in config.backends.items():
+        where = f"[backends.{name}]"
+        options_type = _looked_up(backend_options_type, backend.spec.type, where)
+        build_options(options_type, backend.options, f"[backends.{name}.options]")
+    kind = config.units.kind
+    for where, explainer, _ in config.explainer_configs():
+        explainer_class = _looked_up(EXPLAINERS.get, explainer.name, where)
+        registered_options(EXPLAINERS, explainer.name, explainer.options, f"{where} options")
+        check_evidence(explainer_class.evidence, kind, where)
+    for where, scorer in config.scorer_configs():
+        scorer_class = _looked_up(SCORERS.get, scorer.name, where)
+        registered_options(SCORERS, scorer.name, scorer.options, f"{where} options")
+        check_evidence(scorer_class.evidence, kind, where)
+
+
+def _looked_up(lookup: typing.Callable[[str], T], name: str, where: str) -> T:
+    """`lookup(name)`, with `where` in front of its "unknown ..., did you mean" error."""
+    try:
+        return lookup(name)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
@@ -392,10 +477,11 @@ def _build(cls: type[T], data: object, where: str) -> T:
 
 
 def _build_backend(data: Mapping[str, Any], where: str) -> BackendConfig:
-    spec_data = {k: v for k, v in data.items() if k != "transport"}
+    spec_data = {k: v for k, v in data.items() if k not in ("transport", "options")}
     spec = _build(BackendSpec, spec_data, where)
     transport = _build(TransportSettings, data.get("transport", {}), f"{where}.transport")
-    return BackendConfig(spec=spec, transport=transport)
+    options = _convert(Mapping[str, object], data.get("options", {}), f"{where}.options")
+    return BackendConfig(spec=spec, transport=transport, options=options)
 
 
 def _convert(hint: Any, value: object, where: str) -> Any:

@@ -1,9 +1,11 @@
-"""Rank explanation methods evaluated on the same units, with honest uncertainty.
+"""Rank explanation methods on the same units, with honest uncertainty.
 
-Each method's mean score has a bootstrap interval over units; every method is compared with the best
-non-control method *unit by unit* (a paired test on the units both scored), because units differ far
-more from each other than methods do, and an unpaired comparison would hide real differences.
-Failed units and undefined scores are counted as missing (coverage is shown), never averaged in as 0.
+Methods are ranked on the units that every ranked method scored, so a method that fails on the hard
+units cannot rank higher for it. Each method's coverage (units scored / attempted) and its mean over
+all of its own scored units stand beside it; a method below the coverage threshold is flagged and
+ranked after those above it. Each method is compared with the best non-control method *unit by unit*
+(a paired test on the common units), because units differ far more from each other than methods do.
+Failed units and undefined scores are missing (counted in coverage), never averaged in as 0.
 """
 
 from __future__ import annotations
@@ -13,8 +15,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from neuroscribe.experiments.collection import EMBEDDED_MODEL_WARNING, MethodOutcomes, load_runs
+from neuroscribe.errors import ConfigError
+from neuroscribe.experiments.collection import EMBEDDED_MODEL_WARNING, MethodOutcomes, UnitKey, load_runs
 from neuroscribe.scoring import Estimate, PairedComparison, bootstrap_mean, paired_test
+
+DEFAULT_MIN_COVERAGE = 0.9
+
+
+@dataclass(frozen=True)
+class ScoreKey:
+    """Which number ranks methods: a score name and one of its variants (`NAME[.variant]` on the command line)."""
+
+    name: str
+    variant: str = "top_and_random"
+
+    @classmethod
+    def parse(cls, text: str) -> ScoreKey:
+        name, _, variant = text.strip().partition(".")
+        if not name:
+            raise ConfigError(f"--score {text!r}: give a score name, e.g. ev_correlation or ev_correlation.random_only")
+        return cls(name, variant or "top_and_random")
+
+    def __str__(self) -> str:
+        return f"{self.name}.{self.variant}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,16 +46,23 @@ class LeaderboardRow:
     method_id: str
     is_control: bool
     score: Estimate
-    """Mean top-and-random score over units (bootstrap interval)."""
-    random_only: Estimate
-    """Mean random-only score over units."""
-    n_units: int
-    """Units attempted (ok + failed)."""
+    """Mean over the common units (bootstrap interval)."""
+    own: Estimate
+    """Mean over every unit this method scored."""
+    random_only: Estimate | None
+    """The same score's random-only variant over the common units, when ranking by another variant."""
+    n_scored: int
+    n_attempted: int
     n_failed: int
+    below_coverage: bool
     vs_best: PairedComparison | None
     """This method minus the best method, paired by unit; None for the best itself (or when none scored)."""
     is_reference: bool = False
     """This is the best method, the one the others are compared with."""
+
+    @property
+    def coverage(self) -> float:
+        return self.n_scored / self.n_attempted if self.n_attempted else 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,42 +70,54 @@ class Leaderboard:
     rows: tuple[LeaderboardRow, ...]
     best: str | None
     """The best non-control method (the reference of the paired differences)."""
+    score: ScoreKey
+    n_common: int
+    """Units every ranked (not flagged) method scored: what the ranking rests on."""
+    min_coverage: float
     runs: tuple[str, ...]
     models: tuple[str, ...]
     notes: tuple[str, ...]
 
+    def _header(self) -> list[str]:
+        return ["rank", "method", f"mean on the {self.n_common} common units (95% CI)",
+                f"difference vs {self.best or 'best'} (95% CI)", "p (paired)", "coverage: scored / attempted",
+                "mean over its own scored units", "random-only on common units (95% CI)"]
+
+    def _summary(self) -> str:
+        return (f"Ranked by {self.score} on the {self.n_common} units that every ranked method scored; methods "
+                f"below {self.min_coverage:.0%} coverage are flagged and ranked after the others.")
+
     def to_markdown(self) -> str:
         lines = ["# Leaderboard of explanation methods", ""]
-        lines += [f"Runs: {', '.join(self.runs)}", f"Models: {'; '.join(self.models) or 'unknown'}", ""]
+        lines += [f"Runs: {', '.join(self.runs)}", f"Models: {'; '.join(self.models) or 'unknown'}", "",
+                  self._summary(), ""]
         lines += [f"> {note}" for note in self.notes]
         if self.notes:
             lines.append("")
-        header = ["rank", "method", "mean score (95% CI)", f"difference vs {self.best or 'best'} (95% CI)",
-                  "p (paired)", "units scored / attempted", "random-only (95% CI)"]
+        header = self._header()
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
-        for row in self.rows:
-            lines.append("| " + " | ".join(_cells(row)) + " |")
+        lines += ["| " + " | ".join(_cells(row, self.min_coverage)) + " |" for row in self.rows]
         lines += ["", _explanation_of_columns()]
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
-        header = ["rank", "method", "mean score (95% CI)", f"difference vs {self.best or 'best'} (95% CI)",
-                  "p (paired)", "units scored / attempted", "random-only (95% CI)"]
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self._header())
         body = "".join(
-            f"<tr class=\"{'control' if row.is_control else 'method'}\">"
-            + "".join(f"<td>{html.escape(cell)}</td>" for cell in _cells(row)) + "</tr>"
+            f"<tr class=\"{'control' if row.is_control else 'method'}{' flagged' if row.below_coverage else ''}\">"
+            + "".join(f"<td>{html.escape(cell)}</td>" for cell in _cells(row, self.min_coverage)) + "</tr>"
             for row in self.rows
         )
         notes = "".join(f"<p class=\"note\">{html.escape(note)}</p>" for note in self.notes)
         return (
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>neuroscribe leaderboard</title><style>"
-            "body{font-family:system-ui,sans-serif;margin:2em;max-width:72em}table{border-collapse:collapse}"
+            "body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}tr.control td{color:#666;font-style:italic}"
+            "tr.flagged td{background:#fbeaea}"
             ".note{background:#fff4d6;padding:.5em;border-left:4px solid #e0a800}</style></head><body>"
             "<h1>Leaderboard of explanation methods</h1>"
             f"<p>Runs: {html.escape(', '.join(self.runs))}<br>Models: {html.escape('; '.join(self.models))}</p>"
+            f"<p>{html.escape(self._summary())}</p>"
             f"{notes}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
             f"<p>{html.escape(_explanation_of_columns())}</p></body></html>\n"
         )
@@ -83,10 +125,11 @@ class Leaderboard:
 
 def _explanation_of_columns() -> str:
     return (
-        "Scores are the paper's ev-correlation of simulated and true activations, pooled over each unit's scoring "
-        "excerpts. Intervals are 95% bootstrap intervals over units. Differences are paired by unit against the best "
-        "method (p: sign-flip permutation test on the units both methods scored). (control) marks baselines: another "
-        "unit's explanation, the token look-up explanation, the published explanation."
+        "Means are over units (each unit's score pools its scoring excerpts); intervals are 95% bootstrap intervals "
+        "over units. Differences are paired by unit against the best method on the common units (p: sign-flip "
+        "permutation test). Coverage counts units with a defined score among those attempted; failures and undefined "
+        "scores are never counted as 0. (control) marks baselines: another unit's explanation, the token look-up "
+        "explanation, the published explanation."
     )
 
 
@@ -98,22 +141,23 @@ def _interval(low: float | None, high: float | None) -> str:
     return "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
 
 
-def _cells(row: LeaderboardRow) -> list[str]:
+def _estimate(estimate: Estimate | None) -> str:
+    return "" if estimate is None else _fmt(estimate.mean) + _interval(estimate.low, estimate.high)
+
+
+def _cells(row: LeaderboardRow, min_coverage: float) -> list[str]:
     name = row.method_id + (" (control)" if row.is_control else "")
     if row.vs_best is None:
         difference, p_value = ("(reference)", "") if row.is_reference else ("n/a", "n/a")
     else:
         difference = _fmt(row.vs_best.mean_difference) + _interval(row.vs_best.low, row.vs_best.high)
         p_value = _p(row.vs_best.p_value)
-    return [
-        str(row.rank),
-        name,
-        _fmt(row.score.mean) + _interval(row.score.low, row.score.high),
-        difference,
-        p_value,
-        f"{row.score.n} / {row.n_units}" + (f" ({row.n_failed} failed)" if row.n_failed else ""),
-        _fmt(row.random_only.mean) + _interval(row.random_only.low, row.random_only.high),
-    ]
+    coverage = f"{row.n_scored} / {row.n_attempted} ({row.coverage:.0%})" + (
+        f", {row.n_failed} failed" if row.n_failed else "")
+    if row.below_coverage:
+        coverage += f" — below {min_coverage:.0%}, flagged"
+    return [str(row.rank), name, _estimate(row.score) + f" (n={row.score.n})", difference, p_value, coverage,
+            _estimate(row.own) + f" (n={row.own.n})", _estimate(row.random_only)]
 
 
 def _p(value: float | None) -> str:
@@ -122,51 +166,89 @@ def _p(value: float | None) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def rank_methods(methods: Sequence[MethodOutcomes], seed: int = 0) -> tuple[list[LeaderboardRow], str | None]:
-    """Rows ranked by mean score (methods with no defined score last), each paired against the best method."""
-    estimates = {m.method_id: bootstrap_mean(list(m.scores().values()), seed=seed) for m in methods}
+def _defined(values: dict[UnitKey, float | None]) -> dict[UnitKey, float]:
+    return {unit: value for unit, value in values.items() if value is not None}
 
-    def order(method: MethodOutcomes) -> tuple[bool, float, str]:
+
+def rank_methods(methods: Sequence[MethodOutcomes], key: ScoreKey, *, min_coverage: float = DEFAULT_MIN_COVERAGE,
+                 seed: int = 0) -> tuple[list[LeaderboardRow], str | None, int]:
+    """Rows in rank order, the best non-control method, and how many common units the ranking rests on."""
+    scored = {m.method_id: _defined(m.scores(key.variant, key.name)) for m in methods}
+    coverage = {m.method_id: len(scored[m.method_id]) / len(m.outcomes) if m.outcomes else 0.0 for m in methods}
+    ranked_ids = [m.method_id for m in methods if scored[m.method_id] and coverage[m.method_id] >= min_coverage]
+    basis = ranked_ids or [m.method_id for m in methods if scored[m.method_id]]
+    common = set.intersection(*(set(scored[m]) for m in basis)) if basis else set()
+
+    def on_common(method_id: str, values: dict[UnitKey, float]) -> Estimate:
+        return bootstrap_mean([v for u, v in sorted(values.items()) if u in common], seed=seed)
+
+    estimates = {m.method_id: on_common(m.method_id, scored[m.method_id]) for m in methods}
+
+    def order(method: MethodOutcomes) -> tuple[bool, bool, float, float, str]:
         mean = estimates[method.method_id].mean
-        return (mean is None, -(mean if mean is not None else 0.0), method.method_id)
+        flagged = method.method_id not in ranked_ids
+        return (flagged, mean is None, -(mean or 0.0), -coverage[method.method_id], method.method_id)
 
-    ranked = sorted(methods, key=order)
-    candidates = [m for m in ranked if not m.is_control and estimates[m.method_id].mean is not None]
-    best = candidates[0] if candidates else next((m for m in ranked if estimates[m.method_id].mean is not None), None)
+    ordered = sorted(methods, key=order)
+    candidates = [m for m in ordered if m.method_id in ranked_ids and estimates[m.method_id].mean is not None]
+    best = next((m for m in candidates if not m.is_control), candidates[0] if candidates else None)
     rows = []
-    for rank, method in enumerate(ranked, start=1):
-        comparison = None
-        if best is not None and method is not best:
-            comparison = _paired(method, best, seed)
+    for rank, method in enumerate(ordered, start=1):
+        values = scored[method.method_id]
+        random_only = None
+        if key.variant != "random_only" and "random_only" in method.score_names().get(key.name, ()):
+            random_only = on_common(method.method_id, _defined(method.scores("random_only", key.name)))
         rows.append(LeaderboardRow(
             rank=rank,
             method_id=method.method_id,
             is_control=method.is_control,
             score=estimates[method.method_id],
-            random_only=bootstrap_mean(list(method.scores("random_only").values()), seed=seed),
-            n_units=len(method.outcomes),
+            own=bootstrap_mean(list(values.values()), seed=seed),
+            random_only=random_only,
+            n_scored=len(values),
+            n_attempted=len(method.outcomes),
             n_failed=method.n_failed,
-            vs_best=comparison,
+            below_coverage=method.method_id not in ranked_ids,
+            vs_best=None if best is None or method is best else _paired(values, scored[best.method_id], common, seed),
             is_reference=method is best,
         ))
-    return rows, None if best is None else best.method_id
+    return rows, None if best is None else best.method_id, len(common)
 
 
-def _paired(method: MethodOutcomes, best: MethodOutcomes, seed: int) -> PairedComparison:
-    ours, theirs = method.scores(), best.scores()
-    common = sorted(set(ours) & set(theirs))
-    return paired_test([ours[u] for u in common], [theirs[u] for u in common], seed=seed)
+def _paired(ours: dict[UnitKey, float], theirs: dict[UnitKey, float], common: set[UnitKey],
+            seed: int) -> PairedComparison:
+    units = sorted(set(ours) & set(theirs) & common)
+    return paired_test([ours[u] for u in units], [theirs[u] for u in units], seed=seed)
 
 
-def build_leaderboard(run_dirs: Sequence[str | Path], seed: int = 0) -> Leaderboard:
-    """Rank every method found in `run_dirs` (shards of one config merge; see `collection.load_runs`)."""
+def default_score(methods: Sequence[MethodOutcomes]) -> ScoreKey:
+    """The headline score of the first method that has one (the simulation's ev_correlation by default)."""
+    headline = next((m.headline for m in methods if m.headline), None)
+    return ScoreKey(headline or "ev_correlation")
+
+
+def build_leaderboard(run_dirs: Sequence[str | Path], seed: int = 0, *, score: str | ScoreKey | None = None,
+                      min_coverage: float = DEFAULT_MIN_COVERAGE) -> Leaderboard:
+    """Rank every method found in `run_dirs` that computed `score` (shards of one config merge; see
+    `collection.load_runs`)."""
+    if not 0.0 <= min_coverage <= 1.0:
+        raise ConfigError(f"the coverage threshold must be in [0, 1], got {min_coverage}")
     collection = load_runs(run_dirs)
-    rows, best = rank_methods(collection.methods, seed=seed)
+    key = ScoreKey.parse(score) if isinstance(score, str) else (score or default_score(collection.methods))
+    having = [m for m in collection.methods if key.name in m.score_names()]
     notes = list(collection.notes)
     if collection.uses_embedded_model:
         notes.insert(0, EMBEDDED_MODEL_WARNING)
-    n_units = {row.n_units for row in rows}
-    if len(n_units) > 1:
-        notes.append("methods were attempted on different numbers of units; paired differences use the common units")
-    return Leaderboard(rows=tuple(rows), best=best, runs=tuple(str(p) for p in collection.run_dirs),
-                       models=tuple(collection.models), notes=tuple(notes))
+    left_out = [m.method_id for m in collection.methods if m not in having and m.n_ok]
+    if left_out:
+        notes.append(f"not ranked: {', '.join(left_out)} (no {key.name!r} score; rank them with --score NAME)")
+    if not having and collection.methods:
+        known = sorted({n for m in collection.methods for n in m.score_names()})
+        raise ConfigError(f"no method of {', '.join(map(str, run_dirs))} has a score {key.name!r}; "
+                          f"scores found: {', '.join(known) or '(none)'}")
+    rows, best, n_common = rank_methods(having, key, min_coverage=min_coverage, seed=seed)
+    if len({row.n_attempted for row in rows}) > 1:
+        notes.append("methods were attempted on different numbers of units; the ranking uses the common units")
+    return Leaderboard(rows=tuple(rows), best=best, score=key, n_common=n_common, min_coverage=min_coverage,
+                       runs=tuple(str(p) for p in collection.run_dirs), models=tuple(collection.models),
+                       notes=tuple(notes))

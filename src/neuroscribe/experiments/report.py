@@ -24,7 +24,8 @@ HISTOGRAM_BINS = np.linspace(-1.0, 1.0, 11)
 """Score histograms: ten bins of 0.2 from -1 to 1."""
 SPARK = " ▁▂▃▄▅▆▇█"
 GOOD_SCORE = 0.7
-"""The paper's threshold for a well-explained unit."""
+"""The paper's threshold for a well-explained unit (an ev-correlation)."""
+CORRELATION = "ev_correlation"
 
 PAPER_GPT2_XL = (
     "Published (GPT-2 XL, all 307,200 MLP neurons, GPT-4 explainer and simulator): mean 0.151 top-and-random, "
@@ -41,8 +42,12 @@ class MethodReport:
     top_and_random: Estimate
     top_only: Estimate
     random_only: Estimate
-    above_good: Estimate
-    """Share of units scoring at least GOOD_SCORE (top-and-random)."""
+    headline: str
+    """The score the method's scorer leads with (the three variants above are of it)."""
+    above_good: Estimate | None
+    """Share of units with an ev-correlation of at least GOOD_SCORE (top-and-random); None for other scores."""
+    all_scores: Mapping[str, Mapping[str, Estimate]]
+    """Every score the scorer computed: name -> variant -> mean over units."""
     per_layer: Mapping[int, Sequence[float]]
     """Defined top-and-random scores by layer."""
     failures: Sequence[tuple[str, int]]
@@ -99,15 +104,25 @@ class Report:
         lines = [f"# Report: {names}", "", f"Run directories: {', '.join(str(p) for p in self.collection.run_dirs)}",
                  f"Models: {'; '.join(self.collection.models) or 'unknown'}", ""]
         lines += [f"> {note}" for note in self.notes]
-        lines += ["", "## Scores (ev-correlation, mean over units with a 95% bootstrap interval)", ""]
-        lines.append("| method | top-and-random | random-only | top-only | >= 0.7 | units scored / attempted |")
-        lines.append("|---|---|---|---|---|---|")
+        lines += ["", "## Scores (each method's headline score, mean over units with a 95% bootstrap interval)", ""]
+        lines.append("| method | score | top-and-random | random-only | top-only | >= 0.7 | units scored / attempted |")
+        lines.append("|---|---|---|---|---|---|---|")
         for m in self.methods:
             lines.append(
-                f"| {m.method_id}{' (control)' if m.is_control else ''} | {_estimate(m.top_and_random)} | "
-                f"{_estimate(m.random_only)} | {_estimate(m.top_only)} | {_share(m.above_good)} | "
+                f"| {m.method_id}{' (control)' if m.is_control else ''} | {m.headline} | "
+                f"{_estimate(m.top_and_random)} | {_estimate(m.random_only)} | {_estimate(m.top_only)} | "
+                f"{_share(m.above_good)} | "
                 f"{m.top_and_random.n} / {m.n_units}{f' ({m.n_failed} failed)' if m.n_failed else ''} |"
             )
+        lines += ["", f"Units every method scored (top-and-random): {self.n_common_units()} of "
+                  f"{max((m.n_units for m in self.methods), default=0)}; compare methods on those with "
+                  "`neuroscribe leaderboard`, which ranks on the common units.", ""]
+        lines += ["## Every score computed (mean over each method's scored units, 95% CI, n)", ""]
+        for m in self.methods:
+            for name, variants in m.all_scores.items():
+                cells = ", ".join(f"{variant} {_estimate(estimate)} (n={estimate.n})"
+                                  for variant, estimate in variants.items())
+                lines.append(f"- {m.method_id} · {name}: {cells}")
         lines += ["", "## Score histograms per layer (top-and-random; 10 bins of 0.2 from -1 to 1)", ""]
         for m in self.methods:
             lines.append(f"{m.method_id}:")
@@ -134,6 +149,12 @@ class Report:
         for comparison in self.comparisons:
             lines += _comparison_lines(comparison)
         return "\n".join(lines) + "\n"
+
+    def n_common_units(self) -> int:
+        """Units with a defined top-and-random headline score under every method."""
+        scored = [{u for u, v in _method(self.collection, m.method_id).scores().items() if v is not None}
+                  for m in self.methods]
+        return len(set.intersection(*scored)) if scored else 0
 
     def plot(self, path: str | Path) -> Path:
         """Histograms of top-and-random and random-only scores per method, as a PNG."""
@@ -175,8 +196,8 @@ def _estimate(estimate: Estimate) -> str:
     return f"{estimate.mean:.3f}{interval}"
 
 
-def _share(estimate: Estimate) -> str:
-    return "n/a" if estimate.mean is None else f"{100 * estimate.mean:.1f}%"
+def _share(estimate: Estimate | None) -> str:
+    return "n/a" if estimate is None or estimate.mean is None else f"{100 * estimate.mean:.1f}%"
 
 
 def _sparkline(scores: Sequence[float]) -> str:
@@ -221,6 +242,7 @@ def _failure_reasons(method: MethodOutcomes) -> list[tuple[str, int]]:
 
 def method_report(method: MethodOutcomes, seed: int = 0) -> MethodReport:
     scores = method.scores()
+    headline = method.headline or CORRELATION
     per_layer: dict[int, list[float]] = {}
     for (layer, _, _), value in scores.items():
         per_layer.setdefault(layer, [])
@@ -234,7 +256,11 @@ def method_report(method: MethodOutcomes, seed: int = 0) -> MethodReport:
         top_and_random=bootstrap_mean(list(scores.values()), seed=seed),
         top_only=bootstrap_mean(list(method.scores("top_only").values()), seed=seed),
         random_only=bootstrap_mean(list(method.scores("random_only").values()), seed=seed),
-        above_good=bootstrap_fraction_above(list(scores.values()), GOOD_SCORE, seed=seed),
+        headline=headline,
+        above_good=(bootstrap_fraction_above(list(scores.values()), GOOD_SCORE, seed=seed)
+                    if headline == CORRELATION else None),
+        all_scores={name: {variant: bootstrap_mean(list(method.scores(variant, name).values()), seed=seed)
+                           for variant in variants} for name, variants in method.score_names().items()},
         per_layer=per_layer,
         failures=_failure_reasons(method),
         usage=method.usage,

@@ -3,8 +3,10 @@
 Layout (read by reports, the leaderboard and the viewer):
 
     RUN/run.json                         manifest: resolved config, its hash, versions, git commit, models, methods
-    RUN/results/<method_id>.jsonl        one published-format NeuronSimulationResults per finished unit
-    RUN/outcomes/<method_id>.jsonl       one JSON object per unit: status, reason, explanation, scores, usage, seconds
+    RUN/results/<method_id>.jsonl        one result per finished unit: the published NeuronSimulationResults for
+                                         the simulation scorer, our ExplanationScores for every other scorer
+    RUN/outcomes/<method_id>.jsonl       one JSON object per unit: status, reason, explanation, scores (the headline
+                                         score per variant), named_scores (every score), usage, seconds
     RUN/records/<layer>/<index>.json     the NeuronRecord that was used (published format)
 
 A unit's result line and outcome line are appended together under a file lock, each flushed and
@@ -30,10 +32,11 @@ from filelock import FileLock
 from neuroscribe import serialization
 from neuroscribe.errors import DataError
 from neuroscribe.records import NeuronRecord, UnitId, UnitKind
-from neuroscribe.results import NeuronSimulationResults
+from neuroscribe.results import ResultRecord
 
-SCORE_VARIANTS = ("top_and_random", "top_only", "random_only")
 Status = Literal["ok", "failed"]
+LEGACY_HEADLINE = "ev_correlation"
+"""What outcomes written before `named_scores` existed scored (the simulation's correlation)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +74,11 @@ class UnitOutcome:
     """Where it failed: 'records', 'explain', 'calibrate', 'simulate' or 'score' (None when ok)."""
     explanation: str | None = None
     scores: Mapping[str, float | None] = field(default_factory=dict)
-    """ev-correlation score per variant ('top_and_random', 'top_only', 'random_only'); None where undefined."""
+    """The headline score per variant (e.g. 'top_and_random', 'top_only', 'random_only'); None where undefined."""
+    named_scores: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+    """Every score the scorer computed: score name -> variant -> value (the headline among them)."""
+    headline: str | None = None
+    """Which of `named_scores` `scores` holds (e.g. 'ev_correlation'); None when failed."""
     calibrated: bool = False
     usage: UnitUsage = field(default_factory=UnitUsage)
     seconds: float = 0.0
@@ -85,6 +92,9 @@ class UnitOutcome:
             "stage": self.stage,
             "explanation": self.explanation,
             "scores": {k: _finite_or_none(v) for k, v in self.scores.items()},
+            "named_scores": {name: {k: _finite_or_none(v) for k, v in variants.items()}
+                             for name, variants in self.named_scores.items()},
+            "headline": self.headline,
             "calibrated": self.calibrated,
             "usage": {
                 "calls": self.usage.calls,
@@ -104,13 +114,20 @@ class UnitOutcome:
             status = data["status"]
             if status not in ("ok", "failed"):
                 raise ValueError(f"status {status!r} is not 'ok' or 'failed'")
+            scores = _score_map(data.get("scores", {}))
+            named = {str(name): _score_map(variants) for name, variants in data.get("named_scores", {}).items()}
+            headline = data.get("headline")
+            if "named_scores" not in data and status == "ok":  # written before scorers had names
+                named, headline = {LEGACY_HEADLINE: scores}, LEGACY_HEADLINE
             return cls(
                 unit=UnitId(int(unit["layer"]), int(unit["index"]), UnitKind(unit.get("kind", "mlp_neuron"))),
                 status=status,
                 reason=data.get("reason"),
                 stage=data.get("stage"),
                 explanation=data.get("explanation"),
-                scores={str(k): (None if v is None else float(v)) for k, v in data.get("scores", {}).items()},
+                scores=scores,
+                named_scores=named,
+                headline=None if headline is None else str(headline),
                 calibrated=bool(data.get("calibrated", False)),
                 usage=UnitUsage(
                     calls=int(usage.get("calls", 0)),
@@ -123,6 +140,10 @@ class UnitOutcome:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(f"{where}: not a unit outcome ({type(error).__name__}: {error})") from None
+
+
+def _score_map(data: Mapping[str, Any]) -> dict[str, float | None]:
+    return {str(k): (None if v is None else float(v)) for k, v in data.items()}
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -187,7 +208,7 @@ class RunStore:
 
     # --- per-unit results ---------------------------------------------------------------------------
 
-    def append(self, method_id: str, outcome: UnitOutcome, result: NeuronSimulationResults | None) -> None:
+    def append(self, method_id: str, outcome: UnitOutcome, result: ResultRecord | None) -> None:
         """Commit one unit: its result line (if any), then its outcome line, durably, under the lock."""
         if (result is None) != (outcome.status == "failed"):
             raise ValueError("an ok outcome needs a result and a failed one has none")
@@ -212,14 +233,15 @@ class RunStore:
             latest[outcome.unit] = outcome
         return latest
 
-    def results(self, method_id: str) -> dict[UnitId, NeuronSimulationResults]:
+    def results(self, method_id: str) -> dict[UnitId, ResultRecord]:
         """The latest committed result per unit whose latest outcome is ok."""
         ok = {u for u, o in self.outcomes(method_id).items() if o.status == "ok"}
         path = self.results_path(method_id)
-        latest: dict[UnitId, NeuronSimulationResults] = {}
+        latest: dict[UnitId, ResultRecord] = {}
         kinds = {(u.layer, u.index): u.kind for u in ok}
         for number, text in _complete_lines(path):
-            result = serialization.loads(text, NeuronSimulationResults, source=f"{path}, line {number}")
+            source = f"{path}, line {number}"
+            result = serialization.result_from_json_obj(serialization.parse(text, source), source)
             key = (result.neuron_id.layer_index, result.neuron_id.neuron_index)
             if key in kinds:
                 latest[result.neuron_id.to_unit(kinds[key])] = result

@@ -7,7 +7,6 @@ validated against its options dataclass. A new explainer is one module plus a re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from neuroscribe.explainer.attention_head import AttentionHeadExplainer, AttentionHeadOptions
 from neuroscribe.explainer.base import Explainer, ExplainerInput, ExplainerOutput
@@ -15,9 +14,9 @@ from neuroscribe.explainer.prompts import ExplainerOptions, PromptedExplainer
 from neuroscribe.explainer.token_activation_pair import TokenActivationPairExplainer, TokenActivationPairOptions
 from neuroscribe.explainer.token_lookup import TokenLookupExplainer, TokenLookupOptions
 from neuroscribe.llm.base import Backend
-from neuroscribe.registry import Registry, build_options
+from neuroscribe.registry import Registry, registered_options
 
-EXPLAINERS: Registry[PromptedExplainer[Any]] = Registry("explainer")
+EXPLAINERS: Registry[Explainer] = Registry("explainer")
 EXPLAINERS.register("token_activation_pair")(TokenActivationPairExplainer)
 EXPLAINERS.register("token_lookup")(TokenLookupExplainer)
 EXPLAINERS.register("attention_head")(AttentionHeadExplainer)
@@ -25,8 +24,7 @@ EXPLAINERS.register("attention_head")(AttentionHeadExplainer)
 
 def create_explainer(name: str, backend: Backend, options: Mapping[str, object]) -> Explainer:
     """The explainer registered as `name`, talking to `backend`; unknown or ill-typed options fail early."""
-    cls = EXPLAINERS.get(name)
-    return cls(backend, build_options(cls.options_type, options, f"explainer {name!r}"))
+    return EXPLAINERS.get(name)(backend, registered_options(EXPLAINERS, name, options))
 
 
 __all__ = [

@@ -17,7 +17,7 @@ from neuroscribe.explainer.prompts import (
     WorkedAnswer,
     fit_prompt,
 )
-from neuroscribe.records import MAX_NORMALIZED_ACTIVATION, TokenPairRecord, normalize_activations
+from neuroscribe.records import MAX_NORMALIZED_ACTIVATION, Evidence, TokenPairRecord, normalize_activations
 
 INSTRUCTIONS = (
     "We are working out what individual attention heads of a language model do. For each excerpt you "
@@ -58,6 +58,7 @@ class AttentionHeadExplainer(PromptedExplainer[AttentionHeadOptions]):
     """Explains an attention head from token-pair records, marking each excerpt's strongest links."""
 
     options_type = AttentionHeadOptions
+    evidence = frozenset({Evidence.TOKEN_PAIR_RECORDS})
 
     def fit(self, inputs: ExplainerInput) -> FittedPrompt:
         records = inputs.token_pair_records

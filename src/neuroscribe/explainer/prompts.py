@@ -12,16 +12,23 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from neuroscribe.errors import BackendError, ParseError
+from neuroscribe.errors import BackendError, DataError, NeuroscribeError, ParseError
 from neuroscribe.explainer.base import ExplainerInput, ExplainerOutput
 from neuroscribe.explainer.parsing import parse_explanation
-from neuroscribe.llm.base import Backend, Capability, CompletionRequest, Message, SamplingParams
+from neuroscribe.llm.base import (
+    Backend,
+    CallEstimate,
+    CompletionRequest,
+    Message,
+    PromptFormat,
+    SamplingParams,
+    resolve_format,
+)
+from neuroscribe.records import Evidence
 
 log = logging.getLogger(__name__)
-
-PromptFormat = Literal["auto", "chat", "completion"]
 
 _MESSAGE_OVERHEAD_TOKENS = 8
 """Role markers and separators a chat template adds per message (an upper estimate)."""
@@ -70,12 +77,6 @@ class ExplainerPrompt:
     question: str
     lead_in: str
     """The sentence start an explanation completes (see `neuroscribe.formatting`)."""
-
-
-def resolve_format(requested: PromptFormat, backend: Backend) -> Literal["chat", "completion"]:
-    if requested != "auto":
-        return requested
-    return "chat" if Capability.CHAT in backend.capabilities else "completion"
 
 
 def _answer_line(lead_in: str, explanation: str) -> str:
@@ -135,7 +136,7 @@ class FittedPrompt:
     notes: tuple[str, ...]
 
 
-class PromptDoesNotFit(Exception):
+class PromptDoesNotFit(DataError):
     """Even one truncated excerpt with no worked examples exceeds the context (the caller records it)."""
 
 
@@ -214,15 +215,14 @@ async def ask(backend: Backend, fitted: FittedPrompt, n_candidates: int) -> Expl
         completion = await backend.complete(fitted.request)
     except BackendError as exc:
         log.warning("explainer request failed: %s", exc)
-        return ExplainerOutput(explanations=[], failures=[f"backend error: {exc}"] * n_candidates,
-                               notes=list(fitted.notes))
+        return ExplainerOutput(explanations=[], failures=[exc] * n_candidates, notes=list(fitted.notes))
     explanations: list[str] = []
-    failures: list[str] = []
+    failures: list[NeuroscribeError] = []
     for choice in completion.choices:
         try:
             explanation = parse_explanation(choice.text, fitted.lead_in)
         except ParseError as exc:
-            failures.append(f"{exc} (raw answer: {exc.raw_text[:200]!r})")
+            failures.append(exc)
             continue
         if explanation not in explanations:
             explanations.append(explanation)
@@ -231,7 +231,8 @@ async def ask(backend: Backend, fitted: FittedPrompt, n_candidates: int) -> Expl
     if n_parsed > len(explanations):
         notes.append(f"merged {n_parsed - len(explanations)} identical candidate explanations")
     if len(completion.choices) < n_candidates:
-        failures += [f"the backend returned {len(completion.choices)} of {n_candidates} requested candidates"]
+        failures.append(BackendError(f"the backend returned {len(completion.choices)} of {n_candidates} requested "
+                                     "candidates"))
     return ExplainerOutput(explanations=explanations, failures=failures, notes=notes, usage=completion.usage)
 
 
@@ -245,11 +246,19 @@ class PromptedExplainer(ABC, Generic[Options]):
     config mappings against) and implement `fit`.
     """
 
-    options_type: type[ExplainerOptions] = ExplainerOptions
+    options_type: ClassVar[type[Any]] = ExplainerOptions
+    evidence: ClassVar[frozenset[Evidence]] = frozenset({Evidence.ACTIVATION_RECORDS})
 
     def __init__(self, backend: Backend, options: Options) -> None:
         self.backend = backend
         self.options = options
+
+    @classmethod
+    def estimate(cls, options: Any, n_excerpts: int, excerpt_tokens: int) -> CallEstimate:
+        """One request for every candidate; about 4 prompt tokens per excerpt token (values, separators),
+        plus instructions and worked examples."""
+        return CallEstimate(calls=1, prompt_tokens=n_excerpts * excerpt_tokens * 4 + 800,
+                            completion_tokens=options.max_tokens * options.n_candidates)
 
     @abstractmethod
     def fit(self, inputs: ExplainerInput) -> FittedPrompt:
@@ -259,5 +268,6 @@ class PromptedExplainer(ABC, Generic[Options]):
         try:
             fitted = self.fit(inputs)
         except PromptDoesNotFit as exc:
-            return ExplainerOutput(explanations=[], failures=[f"{inputs.unit}: {exc}"] * self.options.n_candidates)
+            return ExplainerOutput(explanations=[], failures=[PromptDoesNotFit(f"{inputs.unit}: {exc}")]
+                                   * self.options.n_candidates)
         return await ask(self.backend, fitted, self.options.n_candidates)

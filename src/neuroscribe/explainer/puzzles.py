@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neuroscribe.errors import DataError
+from neuroscribe.errors import DataError, describe
 from neuroscribe.explainer.base import Explainer, ExplainerInput
 from neuroscribe.records import ActivationRecord, UnitId
 
@@ -127,7 +127,7 @@ async def solve(puzzle: Puzzle, explainer: Explainer, judge: Judge, margin: floa
     return PuzzleResult(name=puzzle.name, answer=puzzle.answer, explanations=candidates, best_explanation=best,
                         best_score=best_score, answer_score=answer_score,
                         best_false_score=max(false_scores, default=None), recovered=recovered,
-                        failures=output.failures)
+                        failures=[describe(f) for f in output.failures])
 
 
 async def run_puzzles(puzzles: Sequence[Puzzle], explainer: Explainer, judge: Judge,

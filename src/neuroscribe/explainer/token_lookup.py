@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from neuroscribe import formatting
 from neuroscribe.errors import DataError
@@ -17,7 +18,8 @@ from neuroscribe.explainer.prompts import (
     WorkedAnswer,
     fit_prompt,
 )
-from neuroscribe.records import normalize_activations
+from neuroscribe.llm.base import CallEstimate
+from neuroscribe.records import Evidence, normalize_activations
 from neuroscribe.results import TokenLookupTableSummaryOfNeuron
 
 INSTRUCTIONS = (
@@ -53,6 +55,12 @@ class TokenLookupExplainer(PromptedExplainer[TokenLookupOptions]):
     """Explains a unit from its token look-up table (activation-based summary), no excerpts."""
 
     options_type = TokenLookupOptions
+    evidence = frozenset({Evidence.TOKEN_LOOKUP_TABLE})
+
+    @classmethod
+    def estimate(cls, options: Any, n_excerpts: int, excerpt_tokens: int) -> CallEstimate:
+        return CallEstimate(calls=1, prompt_tokens=options.max_tokens_shown * 6 + 600,
+                            completion_tokens=options.max_tokens * options.n_candidates)
 
     def fit(self, inputs: ExplainerInput) -> FittedPrompt:
         table = inputs.lookup_table

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
+from neuroscribe.errors import ConfigError
 from neuroscribe.llm.base import (
     Backend,
     BackendSpec,
@@ -21,7 +23,7 @@ from neuroscribe.llm.base import (
     TransportSettings,
     Usage,
 )
-from neuroscribe.registry import Registry
+from neuroscribe.registry import Registry, build_options
 
 if TYPE_CHECKING:
     from neuroscribe.llm.client import LLMClient
@@ -33,13 +35,36 @@ BUILTIN_BACKEND_MODULES = {
     "hf": "neuroscribe.llm.hf",
     "openai": "neuroscribe.llm.openai_compat",
     "llamacpp": "neuroscribe.llm.llamacpp",
+    "scripted": "neuroscribe.llm.scripted",
 }
 """Imported only when a spec names them, so `import neuroscribe` never loads torch or starts a server."""
 
 
 class _BuildsFromSpec(Protocol):
+    options_type: ClassVar[type]
+
     @classmethod
-    def from_spec(cls, spec: BackendSpec) -> Backend: ...
+    def from_spec(cls, spec: BackendSpec, options: Any) -> Backend: ...
+
+
+def _backend_class(type_name: str) -> type[_BuildsFromSpec]:
+    module = BUILTIN_BACKEND_MODULES.get(type_name)
+    if module is not None and type_name not in BACKENDS:
+        importlib.import_module(module)
+    backend_class = BACKENDS.get(type_name)
+    if not isinstance(getattr(backend_class, "options_type", None), type):
+        raise ConfigError(
+            f"backend {type_name!r} ({backend_class.__qualname__}) declares no options_type; a backend class needs "
+            "`options_type` (a frozen options dataclass) and `from_spec(cls, spec, options)`"
+        )
+    return cast("type[_BuildsFromSpec]", backend_class)
+
+
+def backend_options_type(type_name: str) -> type:
+    """The options dataclass of the backend registered as `type_name` (what `[backends.NAME.options]` is
+    checked against). Imports a built-in backend's module, which never loads torch or starts a server;
+    an unknown name is a ConfigError suggesting the closest known one."""
+    return _backend_class(type_name).options_type
 
 
 def create_backend(
@@ -47,21 +72,22 @@ def create_backend(
     transport: TransportSettings | None = None,
     cache_dir: Path | None = None,
     ledger: UsageLedger | None = None,
+    options: Mapping[str, object] | None = None,
 ) -> LLMClient:
     """The backend `spec` names, wrapped in the client layers (cache -> limits -> retries -> usage).
 
     `cache_dir=None` disables the response cache; pass a directory (e.g. one per run, or one shared by
     runs) to make re-runs free. Prices in the spec turn token counts into cost estimates in `ledger`.
+    `options` (a config's `[backends.NAME.options]`) are checked against the backend's options dataclass
+    (see `backend_options_type`): an unknown key, a wrong type or a bad value is a ConfigError naming it.
     """
     from neuroscribe.llm.cache import ResponseCache
     from neuroscribe.llm.client import LLMClient
     from neuroscribe.llm.usage import Pricing
 
-    module = BUILTIN_BACKEND_MODULES.get(spec.type)
-    if module is not None and spec.type not in BACKENDS:
-        importlib.import_module(module)
-    backend_class = cast("type[_BuildsFromSpec]", BACKENDS.get(spec.type))
-    backend = backend_class.from_spec(spec)
+    backend_class = _backend_class(spec.type)
+    built: object = build_options(backend_class.options_type, options or {}, f"[backends] {spec.type} options")
+    backend = backend_class.from_spec(spec, built)
     return LLMClient(
         backend,
         transport=transport,
@@ -89,5 +115,6 @@ __all__ = [
     "TokenLogprob",
     "TransportSettings",
     "Usage",
+    "backend_options_type",
     "create_backend",
 ]

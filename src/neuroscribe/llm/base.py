@@ -215,3 +215,30 @@ class BackendSpec:
     """USD, for cost estimates."""
     price_per_million_completion_tokens: float = 0.0
     """USD, for cost estimates."""
+
+
+PromptFormat = Literal["auto", "chat", "completion"]
+"""How a component renders its prompt: 'chat' messages, one 'completion' text, or 'auto' (chat when
+the backend has it)."""
+
+
+def resolve_format(requested: PromptFormat, backend: Backend) -> Literal["chat", "completion"]:
+    if requested != "auto":
+        return requested
+    return "chat" if Capability.CHAT in backend.capabilities else "completion"
+
+
+@dataclass(frozen=True)
+class CallEstimate:
+    """Model calls and tokens a component expects to spend (for `neuroscribe run --dry-run`)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: CallEstimate) -> CallEstimate:
+        return CallEstimate(self.calls + other.calls, self.prompt_tokens + other.prompt_tokens,
+                            self.completion_tokens + other.completion_tokens)
+
+    def __mul__(self, times: int) -> CallEstimate:
+        return CallEstimate(self.calls * times, self.prompt_tokens * times, self.completion_tokens * times)

@@ -42,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from neuroscribe.assets import EMBEDDED_MODEL, resolve_model_path
 from neuroscribe.errors import BackendError, CapabilityError, ConfigError, NeuroscribeError
@@ -58,6 +58,8 @@ from neuroscribe.llm.base import (
     TokenLogprob,
     Usage,
 )
+from neuroscribe.llm.options import answer_tag, option_values, require_at_least, require_one_of
+from neuroscribe.registry import build_options
 
 if TYPE_CHECKING:
     import torch
@@ -162,52 +164,102 @@ _STOP = object()
 _UNEMBEDDING_ROWS = 512
 
 
+HFDtype = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HFOptions:
+    """Settings of the 'hf' backend (`[backends.NAME.options]` in a config).
+
+    None of them changes an answer beyond float noise except `dtype`: device and batching settings leave the
+    backend's name (and so its response-cache keys) alone, a `dtype` other than float32 is added to the name.
+    """
+
+    device: str | None = None
+    """torch device ('cpu', 'cuda', 'cuda:1', 'mps'); None: CUDA when available, else CPU."""
+    dtype: HFDtype = "float32"
+    """Weights and activations: 'float32' (default), or 'bfloat16'/'float16' (half the memory and faster on
+    a GPU, answers differ slightly, so the backend's name says so and the cache keeps them apart)."""
+    max_batch_size: int = 16
+    """Most requests in one batched forward pass (and gathered by the worker at once)."""
+    max_batch_tokens: int | None = None
+    """Most query tokens (rows x longest row) in one batched distribution pass; bounds memory. None: 1,536 on
+    CPU (larger passes ran their matrix products ~30% slower per token there, see BENCHMARKS.md), 8,192 on a
+    GPU."""
+    prefix_reuse: bool = True
+    """Share the leading key/values of requests and keep them for later ones; False gives one independent
+    pass per request."""
+    prefix_cache_tokens: int = 4096
+    """Tokens of key/values kept for later requests (46 KB each for SmolLM2-135M in float32); 0 keeps none."""
+    min_shared_prefix: int = 16
+    """Fewer shared leading tokens than this are recomputed rather than reused."""
+    batch_window_s: float = 0.005
+    """Seconds the worker waits for more requests after the first before it runs a batch."""
+
+    def __post_init__(self) -> None:
+        require_one_of(HFDtype, dtype=self.dtype)
+        require_at_least(
+            1,
+            max_batch_size=self.max_batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            min_shared_prefix=self.min_shared_prefix,
+        )
+        require_at_least(0, prefix_cache_tokens=self.prefix_cache_tokens, batch_window_s=self.batch_window_s)
+        if self.device is not None and not self.device.strip():
+            raise ValueError("device must be a torch device such as 'cpu' or 'cuda', or unset; got ''")
+
+
 @BACKENDS.register("hf")
 class HFBackend:
     """A causal language model run in this process with transformers (CPU or GPU)."""
+
+    options_type: ClassVar[type[HFOptions]] = HFOptions
 
     def __init__(
         self,
         model: str = "embedded",
         *,
         context_length: int | None = None,
-        device: str | None = None,
-        max_batch_size: int = 16,
-        max_batch_tokens: int | None = None,
-        prefix_reuse: bool = True,
-        prefix_cache_tokens: int = 4096,
-        min_shared_prefix: int = 16,
-        batch_window_s: float = 0.005,
+        device: str | None = HFOptions.device,
+        dtype: HFDtype = HFOptions.dtype,
+        max_batch_size: int = HFOptions.max_batch_size,
+        max_batch_tokens: int | None = HFOptions.max_batch_tokens,
+        prefix_reuse: bool = HFOptions.prefix_reuse,
+        prefix_cache_tokens: int = HFOptions.prefix_cache_tokens,
+        min_shared_prefix: int = HFOptions.min_shared_prefix,
+        batch_window_s: float = HFOptions.batch_window_s,
     ) -> None:
         """
         Args:
             model: 'embedded' (SmolLM2-135M-Instruct, fetched once), a local checkpoint directory or a hub id.
             context_length: override of the model's maximum tokens (prompt + generated).
-            device: torch device; default CUDA when available, else CPU.
-            max_batch_size: most requests in one batched forward pass.
-            max_batch_tokens: most query tokens (rows x longest row) in one batched distribution pass; bounds
-                memory. Default 1,536 on CPU (larger passes ran their matrix products ~30% slower per token
-                there, see BENCHMARKS.md), 8,192 on a GPU.
-            prefix_reuse: share and cache leading key/values; off gives one independent pass per request.
-            prefix_cache_tokens: tokens of key/values kept for later requests (46 KB each for SmolLM2-135M).
-            min_shared_prefix: fewer shared leading tokens than this are recomputed rather than reused.
-            batch_window_s: how long the worker waits for more requests after the first (seconds).
+            The other keywords are the fields of `HFOptions` (see there); they are checked before the model loads.
         """
-        too_few_tokens = max_batch_tokens is not None and max_batch_tokens < 1
-        if max_batch_size < 1 or too_few_tokens or prefix_cache_tokens < 0 or min_shared_prefix < 1:
-            raise ConfigError(
-                "hf backend: max_batch_size, max_batch_tokens and min_shared_prefix must be >= 1 "
-                "and prefix_cache_tokens >= 0"
-            )
+        options = build_options(
+            HFOptions,
+            {
+                "device": device,
+                "dtype": dtype,
+                "max_batch_size": max_batch_size,
+                "max_batch_tokens": max_batch_tokens,
+                "prefix_reuse": prefix_reuse,
+                "prefix_cache_tokens": prefix_cache_tokens,
+                "min_shared_prefix": min_shared_prefix,
+                "batch_window_s": batch_window_s,
+            },
+            "hf backend",
+        )
+        self.options = options
         self.model_ref = model
-        self._max_batch_size = max_batch_size
-        self._prefix_reuse = prefix_reuse
-        self._min_shared_prefix = min_shared_prefix
-        self._batch_window_s = batch_window_s
-        self._prefix_cache = _PrefixCache(prefix_cache_tokens if prefix_reuse else 0)
+        self._max_batch_size = options.max_batch_size
+        self._prefix_reuse = options.prefix_reuse
+        self._min_shared_prefix = options.min_shared_prefix
+        self._batch_window_s = options.batch_window_s
+        self._prefix_cache = _PrefixCache(options.prefix_cache_tokens if options.prefix_reuse else 0)
         self._counters = HFStats()
-        self._loaded = _load(model, device)
+        self._loaded = _load(model, options.device, options.dtype)
         self._tokenizer, self._model, self._device = self._loaded.tokenizer, self._loaded.model, self._loaded.device
+        max_batch_tokens = options.max_batch_tokens
         if max_batch_tokens is None:
             max_batch_tokens = 1536 if self._device.type == "cpu" else 8192
         self._max_batch_tokens = max_batch_tokens
@@ -221,16 +273,16 @@ class HFBackend:
         self._worker_lock = threading.Lock()
 
     @classmethod
-    def from_spec(cls, spec: BackendSpec) -> Self:
-        return cls(spec.model, context_length=spec.context_length)
+    def from_spec(cls, spec: BackendSpec, options: HFOptions) -> Self:
+        return cls(spec.model, context_length=spec.context_length, **option_values(options))
 
     # -- the Backend protocol -------------------------------------------------------------------
 
     @property
     def name(self) -> str:
-        if self.model_ref == "embedded":
-            return f"hf:embedded-{EMBEDDED_MODEL.sha256[:12]}"
-        return f"hf:{self.model_ref}"
+        """'hf:<model>', plus '[dtype=...]' for a dtype other than float32 (the only answer-changing option)."""
+        model = f"embedded-{EMBEDDED_MODEL.sha256[:12]}" if self.model_ref == "embedded" else self.model_ref
+        return f"hf:{model}{answer_tag(self.options, 'dtype')}"
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -841,8 +893,8 @@ class _Loaded:
     device: torch.device
 
 
-_LOADED: weakref.WeakValueDictionary[tuple[str, str], _Loaded] = weakref.WeakValueDictionary()
-"""Weights shared by every backend on the same model and device while any of them is alive (an explainer
+_LOADED: weakref.WeakValueDictionary[tuple[str, str, str], _Loaded] = weakref.WeakValueDictionary()
+"""Weights shared by every backend on the same model, device and dtype while any of them is alive (an explainer
 and a simulator on 'embedded' hold one copy)."""
 _LOADING = threading.Lock()
 _CPU_GROUPED_SDPA = "neuroscribe_cpu_grouped_sdpa"
@@ -878,8 +930,8 @@ def _cpu_grouped_sdpa(
     return output.transpose(1, 2).contiguous(), None
 
 
-def _load(model: str, device: str | None) -> _Loaded:
-    """Tokenizer, model (float32, eval mode) and device; every failure is a ConfigError saying what to do."""
+def _load(model: str, device: str | None, dtype: HFDtype = "float32") -> _Loaded:
+    """Tokenizer, model (in `dtype`, eval mode) and device; every failure is a ConfigError saying what to do."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -900,17 +952,23 @@ def _load(model: str, device: str | None) -> _Loaded:
         raise ConfigError(
             f"hf backend: {model!r} is neither an existing directory nor a Hugging Face model id (owner/name)"
         )
-    chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as error:
+        raise ConfigError(f"hf backend: device {device!r} is not a torch device ({error})") from error
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"hf backend: device {device!r} asks for CUDA, but torch sees no CUDA device here")
+    key = (source, str(chosen), dtype)
     failure: Exception | None = None
     with _LOADING:
-        shared = _LOADED.get((source, str(chosen)))
+        shared = _LOADED.get(key)
         if shared is not None:
             return shared
         for local_only in attempts:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
                 network: Any = AutoModelForCausalLM.from_pretrained(
-                    source, local_files_only=local_only, dtype=torch.float32
+                    source, local_files_only=local_only, dtype=getattr(torch, dtype)
                 )
             except (OSError, ValueError) as error:
                 failure = error
@@ -924,7 +982,7 @@ def _load(model: str, device: str | None) -> _Loaded:
                 AttentionMaskInterface.register(_CPU_GROUPED_SDPA, sdpa_mask)  # the masks sdpa gets
                 network.set_attn_implementation(_CPU_GROUPED_SDPA)
             loaded = _Loaded(tokenizer, network, chosen)
-            _LOADED[(source, str(chosen))] = loaded
+            _LOADED[key] = loaded
             return loaded
     hint = (
         "it is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE); download it once with "

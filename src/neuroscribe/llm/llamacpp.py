@@ -19,12 +19,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 from neuroscribe.errors import BackendError, ConfigError
 from neuroscribe.llm import BACKENDS
 from neuroscribe.llm.base import BackendSpec, Capability, Completion, CompletionRequest
-from neuroscribe.llm.openai_compat import ALL_CAPABILITIES, OpenAIBackend
+from neuroscribe.llm.openai_compat import ALL_CAPABILITIES, DEFAULT_DISTRIBUTION_TOP_K, OpenAIBackend
+from neuroscribe.llm.options import answer_tag, option_values, require_at_least
+from neuroscribe.registry import build_options
 
 DEFAULT_CONTEXT_LENGTH = 4096
 """Tokens per request slot; the server's KV cache holds `context_length * parallel` tokens."""
@@ -125,24 +127,59 @@ def resolve_gguf(model: str) -> Path:
     return path
 
 
+@dataclass(frozen=True, kw_only=True)
+class LlamaCppOptions:
+    """Settings of the 'llamacpp' backend (`[backends.NAME.options]` in a config).
+
+    `parallel` and `threads` are server settings: backends with the same GGUF, context length, `parallel` and
+    `threads` share one server. They leave the backend's name alone (llama.cpp's results depend on what is
+    batched together only in the last digits). `distribution_top_k` changes distribution answers, so a
+    non-default value is added to the name (and so to every response-cache key).
+    """
+
+    parallel: int = DEFAULT_PARALLEL
+    """Request slots the server decodes together (continuous batching); its KV cache holds
+    `context_length * parallel` tokens."""
+    threads: int | None = None
+    """CPU threads of the server; None: half the logical CPUs (llama.cpp's worker threads spin while they
+    wait, so using every logical CPU slows it down badly as soon as anything else runs)."""
+    distribution_top_k: int = DEFAULT_DISTRIBUTION_TOP_K
+    """Alternatives k read at each position of a distribution request; a candidate outside the top k gets
+    probability 0."""
+
+    def __post_init__(self) -> None:
+        require_at_least(1, parallel=self.parallel, threads=self.threads, distribution_top_k=self.distribution_top_k)
+
+
 @BACKENDS.register("llamacpp")
 class LlamaCppBackend:
     """A GGUF model served by llama.cpp in process on 127.0.0.1, spoken to over the OpenAI HTTP API."""
+
+    options_type: ClassVar[type[LlamaCppOptions]] = LlamaCppOptions
 
     def __init__(
         self,
         *,
         model: str = "embedded",
         context_length: int | None = None,
-        parallel: int = DEFAULT_PARALLEL,
-        threads: int | None = None,
-        distribution_top_k: int = 20,
+        parallel: int = LlamaCppOptions.parallel,
+        threads: int | None = LlamaCppOptions.threads,
+        distribution_top_k: int = LlamaCppOptions.distribution_top_k,
     ) -> None:
-        if parallel < 1:
-            raise ConfigError(f"parallel (llama.cpp request slots) must be >= 1, got {parallel}")
+        """`context_length` is tokens per request slot (default 4096); the other keywords are the fields of
+        `LlamaCppOptions` (see there), checked before any server starts."""
+        options = build_options(
+            LlamaCppOptions,
+            {"parallel": parallel, "threads": threads, "distribution_top_k": distribution_top_k},
+            "llamacpp backend",
+        )
+        self.options = options
         self.model = model
         self._key = _ServerKey(
-            str(resolve_gguf(model)), context_length or DEFAULT_CONTEXT_LENGTH, parallel, threads or default_threads()
+            str(resolve_gguf(model)),
+            context_length or DEFAULT_CONTEXT_LENGTH,
+            options.parallel,
+            options.threads or default_threads(),
         )
         self._shared: _SharedServer | None = _acquire_server(self._key)
         self._client = OpenAIBackend(
@@ -152,18 +189,19 @@ class LlamaCppBackend:
             context_length=self._key.context_length,
             capabilities=ALL_CAPABILITIES,
             prompt_logprobs="per_position",
-            distribution_top_k=distribution_top_k,
+            distribution_top_k=options.distribution_top_k,
             validate_model=False,  # llama.cpp serves exactly this one model, whatever the request names
             text_schema_field="json_schema",
         )
 
     @classmethod
-    def from_spec(cls, spec: BackendSpec) -> Self:
-        return cls(model=spec.model, context_length=spec.context_length)
+    def from_spec(cls, spec: BackendSpec, options: LlamaCppOptions) -> Self:
+        return cls(model=spec.model, context_length=spec.context_length, **option_values(options))
 
     @property
     def name(self) -> str:
-        return f"llamacpp:{self.model}"
+        """'llamacpp:<model>', plus '[distribution_top_k=k]' when k is not the default."""
+        return f"llamacpp:{self.model}{answer_tag(self.options, 'distribution_top_k')}"
 
     @property
     def base_url(self) -> str:
@@ -209,4 +247,4 @@ class LlamaCppBackend:
             _release_server(self._key)
 
 
-__all__ = ["LlamaCppBackend", "resolve_gguf"]
+__all__ = ["LlamaCppBackend", "LlamaCppOptions", "resolve_gguf"]

@@ -34,9 +34,8 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Self, cast
-
-import openai
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, cast
 
 from neuroscribe.errors import BackendError, ConfigError
 from neuroscribe.llm import BACKENDS
@@ -52,11 +51,17 @@ from neuroscribe.llm.base import (
 )
 from neuroscribe.llm.client import capability_error
 from neuroscribe.llm.limits import RateLimitedError, retry_after_seconds
+from neuroscribe.llm.options import answer_tag, option_values, require_at_least, require_one_of
 from neuroscribe.llm.usage import TokenCounter
+from neuroscribe.registry import build_options
+
+if TYPE_CHECKING:
+    import openai  # imported when a backend is built, so validating a config never pays for it
 
 logger = logging.getLogger(__name__)
 
 PromptLogprobsMode = Literal["auto", "echo", "per_position", "none"]
+TextSchemaField = Literal["response_format", "json_schema"]
 
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_CONTEXT_LENGTH = 8192
@@ -72,6 +77,33 @@ OPENAI_API_CHAT_CAPABILITIES = frozenset(
 """The OpenAI API's chat models: no text completions, hence no prompt distributions."""
 
 JsonDict = dict[str, Any]
+DEFAULT_DISTRIBUTION_TOP_K = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenAIOptions:
+    """Settings of the 'openai' backend (`[backends.NAME.options]` in a config).
+
+    `prompt_logprobs` and `distribution_top_k` change the probabilities of distribution requests, so when
+    either differs from its default the backend's name (part of every response-cache key) says so, e.g.
+    'openai:http://host/v1:model[distribution_top_k=5]'; default settings keep the plain name.
+    """
+
+    prompt_logprobs: PromptLogprobsMode = "auto"
+    """How prompt distributions are read from /completions logprobs: 'echo' (one request per prompt, vLLM and
+    the OpenAI API's legacy completion models), 'per_position' (one request per marked segment, llama.cpp),
+    'auto' (probe once, preferring echo) or 'none' (the backend does not offer prompt distributions)."""
+    distribution_top_k: int = DEFAULT_DISTRIBUTION_TOP_K
+    """Alternatives k asked for at each read position (`logprobs=k`); a candidate outside the top k gets
+    probability 0. The OpenAI API allows at most 5, llama.cpp and vLLM more."""
+    text_schema_field: TextSchemaField = "response_format"
+    """How a text-completion request asks for structured output: the OpenAI-style `response_format` (vLLM),
+    or llama.cpp's `json_schema` field (its /v1/completions ignores the former)."""
+
+    def __post_init__(self) -> None:
+        require_one_of(PromptLogprobsMode, prompt_logprobs=self.prompt_logprobs)
+        require_one_of(TextSchemaField, text_schema_field=self.text_schema_field)
+        require_at_least(1, distribution_top_k=self.distribution_top_k)
 
 
 def _api_key(spec_env: str | None, base_url: str | None) -> str:
@@ -92,6 +124,8 @@ def _api_key(spec_env: str | None, base_url: str | None) -> str:
 class OpenAIBackend:
     """A model behind an OpenAI-compatible HTTP API."""
 
+    options_type: ClassVar[type[OpenAIOptions]] = OpenAIOptions
+
     def __init__(
         self,
         *,
@@ -100,16 +134,28 @@ class OpenAIBackend:
         api_key_env: str | None = None,
         context_length: int | None = None,
         capabilities: frozenset[Capability] | None = None,
-        prompt_logprobs: PromptLogprobsMode = "auto",
-        distribution_top_k: int = 20,
+        prompt_logprobs: PromptLogprobsMode = OpenAIOptions.prompt_logprobs,
+        distribution_top_k: int = OpenAIOptions.distribution_top_k,
         name: str | None = None,
         validate_model: bool = True,
-        text_schema_field: Literal["response_format", "json_schema"] = "response_format",
+        text_schema_field: TextSchemaField = OpenAIOptions.text_schema_field,
     ) -> None:
-        """`text_schema_field` is how a text-completion request asks for structured output: the OpenAI-style
-        `response_format` (vLLM), or llama.cpp's `json_schema` field (its /v1/completions ignores the former)."""
-        if distribution_top_k < 1:
-            raise ConfigError(f"distribution_top_k must be >= 1, got {distribution_top_k}")
+        """`prompt_logprobs`, `distribution_top_k` and `text_schema_field` are the fields of `OpenAIOptions`
+        (see there). Constructor-only: `capabilities` (declared up front instead of learnt from the server),
+        `name` (replaces the derived name, options tag included) and `validate_model` (list the server's
+        models once before the first request)."""
+        import openai
+
+        options = build_options(
+            OpenAIOptions,
+            {
+                "prompt_logprobs": prompt_logprobs,
+                "distribution_top_k": distribution_top_k,
+                "text_schema_field": text_schema_field,
+            },
+            "openai backend",
+        )
+        self.options = options
         self.model = model
         self.base_url = base_url.rstrip("/") if base_url else None
         self.api_key_env = api_key_env
@@ -119,30 +165,32 @@ class OpenAIBackend:
             max_retries=0,  # the client layer retries, with backoff that honours Retry-After
             timeout=openai.Timeout(None, connect=CONNECT_TIMEOUT_S),  # the client layer bounds the whole request
         )
-        self._name = name or (f"openai:{model}" if self.base_url is None else f"openai:{self.base_url}:{model}")
+        plain_name = f"openai:{model}" if self.base_url is None else f"openai:{self.base_url}:{model}"
+        self._name = name or (plain_name + answer_tag(options, "prompt_logprobs", "distribution_top_k"))
         self._context_length = context_length or DEFAULT_CONTEXT_LENGTH
         if capabilities is None:
             capabilities = ALL_CAPABILITIES if self.base_url is not None else _openai_api_capabilities(model)
-        if prompt_logprobs == "none":
+        if options.prompt_logprobs == "none":
             capabilities = capabilities - {Capability.PROMPT_DISTRIBUTIONS}
         self._capabilities = capabilities
-        self._prompt_logprobs: PromptLogprobsMode = prompt_logprobs
-        self.distribution_top_k = distribution_top_k
+        self._prompt_logprobs: PromptLogprobsMode = options.prompt_logprobs
+        self.distribution_top_k = options.distribution_top_k
         self._counter = TokenCounter(model)
         self._validate_model = validate_model
         self._model_check: asyncio.Task[None] | None = None
         self._reached = False
         self._warned_multi_token = False
         self._warned_usage = False
-        self._text_schema_field = text_schema_field
+        self._text_schema_field: TextSchemaField = options.text_schema_field
 
     @classmethod
-    def from_spec(cls, spec: BackendSpec) -> Self:
+    def from_spec(cls, spec: BackendSpec, options: OpenAIOptions) -> Self:
         return cls(
             model=spec.model,
             base_url=spec.base_url,
             api_key_env=spec.api_key_env,
             context_length=spec.context_length,
+            **option_values(options),
         )
 
     @property
@@ -242,6 +290,8 @@ class OpenAIBackend:
         return Completion(choices=choices, usage=self._usage(data, request.prompt, choices), model=self._model_of(data))
 
     async def _post(self, path: str, body: JsonDict, request: CompletionRequest | None = None) -> JsonDict:
+        import openai
+
         try:
             response = await self._client.post(path, body=body, cast_to=cast(Any, object))
         except openai.APIError as exc:
@@ -262,6 +312,8 @@ class OpenAIBackend:
         await asyncio.shield(self._model_check)  # a caller's timeout must not cancel the shared check
 
     async def _list_and_check_model(self) -> None:
+        import openai
+
         try:
             listing = await self._client.get("/models", cast_to=cast(Any, object))
         except openai.APIStatusError:
@@ -428,6 +480,8 @@ class OpenAIBackend:
     # -- errors -----------------------------------------------------------------------------------------
 
     def _translate(self, exc: openai.APIError, path: str, request: CompletionRequest | None) -> BackendError:
+        import openai
+
         where = f"{self.url}{path}"
         if isinstance(exc, openai.APIConnectionError):  # refused, reset, or no connection within CONNECT_TIMEOUT_S
             timed_out = isinstance(exc, openai.APITimeoutError)
@@ -591,4 +645,4 @@ def _sorted_top(alternatives: Any) -> tuple[tuple[str, float], ...]:
     return tuple(sorted(alternatives, key=lambda pair: -pair[1]))
 
 
-__all__ = ["OpenAIBackend", "PromptLogprobsMode"]
+__all__ = ["OpenAIBackend", "OpenAIOptions", "PromptLogprobsMode", "TextSchemaField"]

@@ -12,9 +12,9 @@ from neuroscribe.scoring.aggregate import (
     score_variants,
 )
 from neuroscribe.scoring.metrics import (
-    SCORERS,
+    METRICS,
+    Metric,
     Score,
-    Scorer,
     absolute_dev_explained_score,
     coefficient_of_determination,
     correlation,
@@ -30,12 +30,12 @@ from neuroscribe.scoring.stats import (
 )
 
 __all__ = [
-    "SCORERS",
+    "METRICS",
     "VARIANTS",
     "Estimate",
+    "Metric",
     "PairedComparison",
     "Score",
-    "Scorer",
     "SimulationPair",
     "absolute_dev_explained_score",
     "bootstrap_fraction_above",

@@ -14,7 +14,7 @@ import numpy as np
 from neuroscribe.errors import DataError
 from neuroscribe.records import ActivationRecord
 from neuroscribe.results import ScoredSequenceSimulation, ScoredSimulation, SequenceSimulation
-from neuroscribe.scoring.metrics import SCORERS, FloatArray, Score
+from neuroscribe.scoring.metrics import METRICS, FloatArray, Score
 
 SimulationPair = tuple[SequenceSimulation, Sequence[float]]
 """A simulation of one excerpt and the excerpt's true activations."""
@@ -46,10 +46,10 @@ def _checked_arrays(pairs: Sequence[SimulationPair]) -> list[tuple[FloatArray, F
 def _published_scores(truth: FloatArray, predicted: FloatArray) -> dict[str, float | None]:
     """The scores the published result format has fields for, by field name."""
     out: dict[str, float | None] = {}
-    for name in SCORERS:
-        scorer = SCORERS.get(name)()
-        if scorer.result_field is not None:
-            out[scorer.result_field] = scorer(truth, predicted).value
+    for name in METRICS:
+        metric = METRICS.get(name)()
+        if metric.result_field is not None:
+            out[metric.result_field] = metric(truth, predicted).value
     return out
 
 
@@ -71,11 +71,11 @@ def score_sequences(pairs: Sequence[SimulationPair]) -> ScoredSimulation:
     return ScoredSimulation(scored_sequence_simulations=scored, **_published_scores(*_concatenate(arrays)))
 
 
-def pooled_scores(pairs: Sequence[SimulationPair], scorers: Iterable[str] | None = None) -> dict[str, Score]:
-    """Pooled scores by scorer name, each with the reason when undefined (all registered by default)."""
+def pooled_scores(pairs: Sequence[SimulationPair], metrics: Iterable[str] | None = None) -> dict[str, Score]:
+    """Pooled scores by metric name, each with the reason when undefined (all registered by default)."""
     truth, predicted = _concatenate(_checked_arrays(pairs))
-    names = list(SCORERS) if scorers is None else list(scorers)
-    return {name: SCORERS.get(name)()(truth, predicted) for name in names}
+    names = list(METRICS) if metrics is None else list(metrics)
+    return {name: METRICS.get(name)()(truth, predicted) for name in names}
 
 
 def score_variants(top: Sequence[SimulationPair], random: Sequence[SimulationPair]) -> dict[str, ScoredSimulation]:

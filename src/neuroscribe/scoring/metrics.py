@@ -117,7 +117,7 @@ def coefficient_of_determination(true: Sequence[float] | FloatArray,
 # --- the registry -------------------------------------------------------------------------------
 
 
-class Scorer(Protocol):
+class Metric(Protocol):
     """A pure, synchronous metric of true vs predicted activations (callers pool over excerpts)."""
 
     result_field: ClassVar[str | None]
@@ -126,10 +126,11 @@ class Scorer(Protocol):
     def __call__(self, true: FloatArray, predicted: FloatArray) -> Score: ...
 
 
-SCORERS: Registry[Scorer] = Registry("scorer")
+METRICS: Registry[Metric] = Registry("metric")
 
-@SCORERS.register("ev_correlation")
-class CorrelationScorer:
+
+@METRICS.register("ev_correlation")
+class CorrelationMetric:
     """Pearson correlation: the paper's headline score."""
 
     result_field: ClassVar[str | None] = "ev_correlation_score"
@@ -138,8 +139,8 @@ class CorrelationScorer:
         return correlation(true, predicted)
 
 
-@SCORERS.register("rsquared")
-class RSquaredScorer:
+@METRICS.register("rsquared")
+class RSquaredMetric:
     """The reference's r-squared-style score (baseline: predicting zeros)."""
 
     result_field: ClassVar[str | None] = "rsquared_score"
@@ -148,8 +149,8 @@ class RSquaredScorer:
         return rsquared_score(true, predicted)
 
 
-@SCORERS.register("absolute_dev_explained")
-class AbsoluteDevExplainedScorer:
+@METRICS.register("absolute_dev_explained")
+class AbsoluteDevExplainedMetric:
     """Fraction of the mean absolute activation explained."""
 
     result_field: ClassVar[str | None] = "absolute_dev_explained_score"
@@ -158,8 +159,8 @@ class AbsoluteDevExplainedScorer:
         return absolute_dev_explained_score(true, predicted)
 
 
-@SCORERS.register("coefficient_of_determination")
-class CoefficientOfDeterminationScorer:
+@METRICS.register("coefficient_of_determination")
+class CoefficientOfDeterminationMetric:
     """Textbook R^2 (the published result format has no field for it)."""
 
     result_field: ClassVar[str | None] = None

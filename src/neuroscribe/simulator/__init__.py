@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from neuroscribe.llm.base import Backend
-from neuroscribe.registry import Registry, build_options
+from neuroscribe.registry import Registry, registered_options
 from neuroscribe.simulator.all_at_once import AllAtOnceSimulator
 from neuroscribe.simulator.base import Simulator
 from neuroscribe.simulator.calibration import CALIBRATION_METHODS, CalibratedSimulator, calibrate
@@ -31,8 +31,7 @@ def create_simulator(name: str, backend: Backend, options: Mapping[str, object])
     Unknown or ill-typed options raise ConfigError; a backend lacking what the simulator needs
     (e.g. prompt distributions for 'all_at_once') raises CapabilityError.
     """
-    cls = SIMULATORS.get(name)
-    return cls(backend, build_options(cls.options_type, options, f"simulator {name!r}"))
+    return SIMULATORS.get(name)(backend, registered_options(SIMULATORS, name, options))
 
 
 __all__ = [

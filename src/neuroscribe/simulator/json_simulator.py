@@ -14,19 +14,28 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from neuroscribe import formatting
 from neuroscribe.errors import ParseError
-from neuroscribe.llm.base import Backend, Capability, CompletionRequest, Message, SamplingParams
+from neuroscribe.llm.base import (
+    Backend,
+    CallEstimate,
+    Capability,
+    CompletionRequest,
+    Message,
+    PromptFormat,
+    SamplingParams,
+    resolve_format,
+)
 from neuroscribe.records import MAX_NORMALIZED_ACTIVATION
 from neuroscribe.results import ActivationScale, SequenceSimulation
 from neuroscribe.simulator.prompts import (
     INSTRUCTIONS,
+    PREAMBLE_TOKENS,
     PromptedSimulator,
-    PromptFormat,
     SimulatorOptions,
     explanation_line,
-    resolve_format,
 )
 
 log = logging.getLogger(__name__)
@@ -175,6 +184,12 @@ class JsonSimulator(PromptedSimulator[JsonSimulatorOptions]):
     """Works with any backend that generates text; uses a JSON schema where the backend supports one."""
 
     options_type = JsonSimulatorOptions
+
+    @classmethod
+    def estimate(cls, options: Any, excerpt_tokens: int) -> CallEstimate:
+        """One request per excerpt; the answer repeats every token with its value."""
+        return CallEstimate(calls=1, prompt_tokens=excerpt_tokens * 3 + PREAMBLE_TOKENS,
+                            completion_tokens=excerpt_tokens * 4)
 
     def __init__(self, backend: Backend, options: JsonSimulatorOptions) -> None:
         super().__init__(backend, options)

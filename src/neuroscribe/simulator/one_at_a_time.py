@@ -15,20 +15,30 @@ import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from neuroscribe import formatting
 from neuroscribe.errors import CapabilityError, ParseError
-from neuroscribe.llm.base import Backend, Capability, Choice, CompletionRequest, Message, SamplingParams
+from neuroscribe.llm.base import (
+    Backend,
+    CallEstimate,
+    Capability,
+    Choice,
+    CompletionRequest,
+    Message,
+    PromptFormat,
+    SamplingParams,
+    resolve_format,
+)
 from neuroscribe.results import ActivationScale, SequenceSimulation
 from neuroscribe.simulator.all_at_once import CANDIDATE_VALUES
 from neuroscribe.simulator.prompts import (
     INSTRUCTIONS,
+    PREAMBLE_TOKENS,
     PromptedSimulator,
-    PromptFormat,
     SimulatorOptions,
     explanation_line,
     preamble,
-    resolve_format,
     worked_examples_text,
 )
 
@@ -78,6 +88,12 @@ def value_distribution(choice: Choice) -> list[float]:
 
 class OneAtATimeSimulator(PromptedSimulator[OneAtATimeOptions]):
     options_type = OneAtATimeOptions
+
+    @classmethod
+    def estimate(cls, options: Any, excerpt_tokens: int) -> CallEstimate:
+        """One request per token, each generating one value."""
+        per_token = CallEstimate(calls=1, prompt_tokens=excerpt_tokens * 3 + PREAMBLE_TOKENS, completion_tokens=1)
+        return per_token * excerpt_tokens
 
     def __init__(self, backend: Backend, options: OneAtATimeOptions) -> None:
         if Capability.GENERATED_LOGPROBS not in backend.capabilities:

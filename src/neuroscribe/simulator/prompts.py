@@ -10,13 +10,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from neuroscribe import formatting
-from neuroscribe.llm.base import Backend, Capability
+from neuroscribe.llm.base import Backend, CallEstimate
 from neuroscribe.results import SequenceSimulation
-
-PromptFormat = Literal["auto", "chat", "completion"]
 
 INSTRUCTIONS = (
     "We are predicting how one neuron of a language model responds to text. Each neuron responds to some "
@@ -25,6 +23,10 @@ INSTRUCTIONS = (
     f"{formatting.SCALE_SENTENCE} Where the activation is \"{formatting.UNKNOWN}\", it is to be predicted "
     "from the explanation."
 )
+
+
+PREAMBLE_TOKENS = 1200
+"""About how many tokens the instructions and worked examples take (for cost estimates)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,23 +61,23 @@ def preamble(n_worked_examples: int) -> str:
     return f"{INSTRUCTIONS}\n\n{worked_examples_text(n_worked_examples)}"
 
 
-def resolve_format(requested: PromptFormat, backend: Backend) -> Literal["chat", "completion"]:
-    if requested != "auto":
-        return requested
-    return "chat" if Capability.CHAT in backend.capabilities else "completion"
-
-
 Options = TypeVar("Options", bound=SimulatorOptions)
 
 
 class PromptedSimulator(ABC, Generic[Options]):
     """A simulator that asks one backend; `create_simulator` validates config against `options_type`."""
 
-    options_type: type[SimulatorOptions] = SimulatorOptions
+    options_type: ClassVar[type[Any]] = SimulatorOptions
 
     def __init__(self, backend: Backend, options: Options) -> None:
         self.backend = backend
         self.options = options
+
+    @classmethod
+    def estimate(cls, options: Any, excerpt_tokens: int) -> CallEstimate:
+        """Calls and tokens to simulate one excerpt of `excerpt_tokens` tokens (default: one request
+        whose prompt holds the instructions, worked examples and the excerpt, nothing generated)."""
+        return CallEstimate(calls=1, prompt_tokens=excerpt_tokens * 3 + PREAMBLE_TOKENS, completion_tokens=0)
 
     @abstractmethod
     async def simulate(self, explanation: str, tokens: Sequence[str]) -> SequenceSimulation: ...

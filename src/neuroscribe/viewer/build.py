@@ -14,12 +14,13 @@ import math
 import shutil
 import string
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from neuroscribe.errors import ConfigError, DataError
+from neuroscribe.experiments.store import UnitOutcome
 from neuroscribe.records import (
     ActivationRecord,
     NeuronRecord,
@@ -29,8 +30,17 @@ from neuroscribe.records import (
     n_pairs,
     pair_index,
 )
-from neuroscribe.results import ActivationScale, ScoredSequenceSimulation, WeightBasedSummaryOfNeuron
-from neuroscribe.scoring import correlation
+from neuroscribe.results import (
+    ActivationScale,
+    ExplanationScores,
+    JudgedExample,
+    ResultRecord,
+    ScoredSequenceSimulation,
+    ScoredSimulation,
+    WeightBasedSummaryOfNeuron,
+)
+from neuroscribe.scorers import ScoreTable
+from neuroscribe.scoring import METRICS
 from neuroscribe.viewer.sources import Collection, MethodFindings, UnitSources, open_source
 
 MARKER = ".neuroscribe-viewer"
@@ -38,7 +48,9 @@ MARKER = ".neuroscribe-viewer"
 
 ASSETS = ("viewer.css", "index.js", "unit.js")
 LEADERBOARD_PAGE = "leaderboard.html"
-SCORE_LABELS = (("top_and_random", "top and random"), ("top_only", "top only"), ("random_only", "random only"))
+VARIANT_LABELS = {"top_and_random": "top and random", "top_only": "top only", "random_only": "random only"}
+CORRELATION = "ev_correlation"
+"""The simulation scorer's headline: the only score the index presents as a correlation."""
 
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
@@ -104,6 +116,7 @@ def _write_site(collection: Collection, out: Path) -> int:
     units: list[JsonValue] = []
     rows: list[JsonValue] = []
     method_numbers = {m: i for i, m in enumerate(collection.method_ids)}
+    headlines: dict[str, str] = {}
     for position, unit in enumerate(collection.units):
         sources = collection.load(unit)
         page = _unit_page_path(unit)
@@ -118,12 +131,19 @@ def _write_site(collection: Collection, out: Path) -> int:
         ), encoding="utf-8")
         units.append([unit.layer, unit.index, unit.kind.value, payload["max_activation"], page])
         rows.extend(_index_rows(len(units) - 1, sources.methods, method_numbers))
+        for findings in sources.methods:
+            headline = _score_table(findings)[0]
+            if headline is not None:
+                headlines.setdefault(findings.method_id, headline)
+    method_headlines = [headlines.get(m) for m in collection.method_ids]
     index_data: dict[str, JsonValue] = {
         "title": collection.title,
         "notes": list(collection.notes),
         "meta": [[k, v] for k, v in collection.description],
         "provenance": [[k, v] for k, v in collection.provenance],
         "methods": list(collection.method_ids),
+        "headlines": [h for h in method_headlines],
+        "score_heading": _score_heading(method_headlines),
         "units": units,
         "rows": rows,
     }
@@ -227,38 +247,83 @@ def _unit_label(unit: UnitId) -> str:
 
 def _index_rows(unit_number: int, methods: Sequence[MethodFindings],
                 method_numbers: dict[str, int]) -> list[JsonValue]:
-    """[unit, method, score, top_only, random_only, status, explanation] per method; one bare row without."""
+    """[unit, method, score, top_only, random_only, status, explanation] per method; one bare row without.
+
+    The three scores are the method's headline per variant (`_score_heading` says what they are).
+    """
     if not methods:
         return [[unit_number, None, None, None, None, "", ""]]
     rows: list[JsonValue] = []
     for findings in methods:
-        scores = _variant_scores(findings)
+        headline, table = _score_table(findings)
+        scores = table.get(headline, {}) if headline is not None else {}
         explanation = _explanations(findings)
         outcome = findings.outcome
         status = outcome.status if outcome is not None else "ok"
         text = outcome.reason if outcome is not None and outcome.status == "failed" else (
             explanation[0] if explanation else "")
-        rows.append([unit_number, method_numbers[findings.method_id], scores["top_and_random"],
-                     scores["top_only"], scores["random_only"], status, text])
+        rows.append([unit_number, method_numbers[findings.method_id],
+                     *(_number(scores.get(variant)) for variant in VARIANT_LABELS), status, text])
     return rows
 
 
+def _score_heading(headlines: Sequence[str | None]) -> list[JsonValue]:
+    """[text, tooltip] of the index's score column: "score" (a correlation) only while every method leads
+    with ev_correlation, so a detection score is never presented as a correlation."""
+    names = {h for h in headlines if h is not None}
+    if names <= {CORRELATION}:
+        return ["score", "top-and-random correlation score"]
+    if len(names) == 1:
+        (name,) = names
+        return [name, f"top-and-random {name} score"]
+    return ["headline score", "each method's headline score, top and random (named next to the method where it "
+                              "is not ev_correlation)"]
+
+
 def _explanations(findings: MethodFindings) -> list[str]:
-    if findings.results is not None and findings.results.scored_explanations:
-        return [e.explanation for e in findings.results.scored_explanations]
+    results = findings.results
+    if isinstance(results, ExplanationScores):
+        return [results.explanation]
+    if results is not None and results.scored_explanations:
+        return [e.explanation for e in results.scored_explanations]
     if findings.outcome is not None and findings.outcome.explanation is not None:
         return [findings.outcome.explanation]
     return []
 
 
-def _variant_scores(findings: MethodFindings) -> dict[str, float | None]:
-    """Scores per variant from the run's outcome; a published file only has the pooled score (top and random)."""
-    if findings.outcome is not None:
-        return {key: _number(findings.outcome.scores.get(key)) for key, _ in SCORE_LABELS}
-    results = findings.results
-    pooled = (results.scored_explanations[0].scored_simulation.ev_correlation_score
-              if results is not None and results.scored_explanations else None)
-    return {"top_and_random": _number(pooled), "top_only": None, "random_only": None}
+def _score_table(findings: MethodFindings) -> tuple[str | None, ScoreTable]:
+    """(headline, every score) of the method's first explanation, read from the files, never recomputed:
+    the run's outcome where there is one, else the result line."""
+    outcome, results = findings.outcome, findings.results
+    if outcome is not None:
+        return _outcome_scores(outcome)
+    if isinstance(results, ExplanationScores):
+        return next(iter(results.scores), None), results.scores  # the line names no headline: its first score
+    if results is not None and results.scored_explanations:
+        return CORRELATION, _published_scores(results.scored_explanations[0].scored_simulation)
+    return None, {}
+
+
+def _outcome_scores(outcome: UnitOutcome) -> tuple[str | None, ScoreTable]:
+    if outcome.status != "ok":
+        return None, {}
+    # An outcome whose writer filled only `scores` still shows them, under its headline's name.
+    table = outcome.named_scores or ({outcome.headline or "score": outcome.scores} if outcome.scores else {})
+    return outcome.headline or next(iter(table), None), table
+
+
+def _published_scores(simulation: ScoredSimulation) -> dict[str, Mapping[str, float | None]]:
+    """The pooled scores the published format has fields for, under the metrics' names (top and random only)."""
+    fields = {name: METRICS.get(name).result_field for name in METRICS}
+    return {name: {"top_and_random": getattr(simulation, field)} for name, field in fields.items() if field}
+
+
+def _score_strip(headline: str | None, table: ScoreTable) -> list[JsonValue]:
+    """Every score with its variants, the headline first and the rest in the scorer's order."""
+    names = sorted(table, key=lambda name: name != headline)
+    return [{"name": name, "headline": name == headline,
+             "variants": [[VARIANT_LABELS.get(v, v.replace("_", " ")), _number(x)] for v, x in table[name].items()]}
+            for name in names]
 
 
 def _unit_payload(sources: UnitSources, page: str,
@@ -284,13 +349,15 @@ def _unit_payload(sources: UnitSources, page: str,
 
 def _max_true_activation(methods: Sequence[MethodFindings]) -> float:
     """Without a record, the colour scale is the largest true activation among the scored excerpts."""
-    return max(
-        (max(s.true_activations, default=0.0)
-         for m in methods if m.results is not None
-         for e in m.results.scored_explanations
-         for s in e.scored_simulation.scored_sequence_simulations),
-        default=0.0,
-    )
+    return max((max(values, default=0.0) for m in methods if m.results is not None
+                for values in _true_activations(m.results)), default=0.0)
+
+
+def _true_activations(results: ResultRecord) -> list[Sequence[float]]:
+    if isinstance(results, ExplanationScores):
+        return [e.true_activations for e in results.examples]
+    return [s.true_activations for e in results.scored_explanations
+            for s in e.scored_simulation.scored_sequence_simulations]
 
 
 def _unit_meta(sources: UnitSources, max_activation: float) -> list[JsonValue]:
@@ -324,51 +391,60 @@ def _excerpt_labels(record: NeuronRecord | None) -> dict[tuple[str, ...], str]:
 
 
 def _method_payload(findings: MethodFindings, excerpt_labels: dict[tuple[str, ...], str]) -> dict[str, JsonValue]:
-    """The variant scores (runs) go with the first explanation; a published file has only the pooled ones."""
     outcome = findings.outcome
-    details: list[JsonValue] = []
-    variant_scores: list[JsonValue] = []
-    if outcome is not None:
-        scores = _variant_scores(findings)
-        variant_scores = [[label, scores[key]] for key, label in SCORE_LABELS]
-        usage = outcome.usage
-        details = [
-            ["status", outcome.status if outcome.stage is None else f"{outcome.status} at {outcome.stage}"],
-            ["calibrated", "yes" if outcome.calibrated else "no"],
-            ["model calls", f"{usage.calls} (+{usage.cache_hits} from cache)"],
-            ["tokens", f"{usage.prompt_tokens} prompt, {usage.completion_tokens} completion"],
-            ["cost", f"${usage.cost_usd:.4f}"],
-            ["time", f"{outcome.seconds:.1f} s"],
-        ]
-    explanations: list[JsonValue] = []
-    if findings.results is not None and findings.results.scored_explanations:
-        for number, scored in enumerate(findings.results.scored_explanations):
-            simulation = scored.scored_simulation
-            headline = variant_scores if number == 0 and variant_scores else [
-                ["pooled correlation", _number(simulation.ev_correlation_score)]]
-            explanations.append({
-                "text": scored.explanation,
-                "scores": [*headline, ["r²", _number(simulation.rsquared_score)],
-                           ["abs. dev. explained", _number(simulation.absolute_dev_explained_score)]],
-                "sequences": [_sequence_payload(s, excerpt_labels) for s in simulation.scored_sequence_simulations],
-            })
-    else:
-        explanations = [{"text": text, "scores": variant_scores if outcome is not None and outcome.status == "ok"
-                         else [], "sequences": []} for text in _explanations(findings)]
     return {
         "id": findings.method_id,
         "status": "ok" if outcome is None else outcome.status,
         "reason": None if outcome is None else outcome.reason,
-        "details": details,
-        "explanations": explanations,
+        "details": _details(findings),
+        "explanations": _explanation_payloads(findings, excerpt_labels),
     }
+
+
+def _details(findings: MethodFindings) -> list[JsonValue]:
+    """Which scorer judged (our result lines name it), and what the unit cost the run."""
+    outcome, results = findings.outcome, findings.results
+    scorer = results.scorer if isinstance(results, ExplanationScores) else None
+    lines: list[JsonValue] = [] if scorer is None else [["scorer", scorer]]
+    if outcome is None:
+        return lines
+    usage = outcome.usage
+    lines.append(["status", outcome.status if outcome.stage is None else f"{outcome.status} at {outcome.stage}"])
+    if scorer is None:  # only a simulation calibrates
+        lines.append(["calibrated", "yes" if outcome.calibrated else "no"])
+    lines += [
+        ["model calls", f"{usage.calls} (+{usage.cache_hits} from cache)"],
+        ["tokens", f"{usage.prompt_tokens} prompt, {usage.completion_tokens} completion"],
+        ["cost", f"${usage.cost_usd:.4f}"],
+        ["time", f"{outcome.seconds:.1f} s"],
+    ]
+    return lines
+
+
+def _explanation_payloads(findings: MethodFindings, excerpt_labels: dict[tuple[str, ...], str]) -> list[JsonValue]:
+    """Each explanation with its score strip and its evidence: simulated excerpts (the simulation scorer) or
+    judged examples (every other scorer). Further published explanations carry their own pooled scores."""
+    results = findings.results
+    scores = _score_strip(*_score_table(findings))
+    if isinstance(results, ExplanationScores):
+        return [_explanation(results.explanation, scores, examples=[_example_payload(e) for e in results.examples])]
+    if results is not None and results.scored_explanations:
+        return [_explanation(
+            scored.explanation,
+            scores if number == 0 else _score_strip(CORRELATION, _published_scores(scored.scored_simulation)),
+            sequences=[_sequence_payload(s, excerpt_labels)
+                       for s in scored.scored_simulation.scored_sequence_simulations],
+        ) for number, scored in enumerate(results.scored_explanations)]
+    return [_explanation(text, scores) for text in _explanations(findings)]
+
+
+def _explanation(text: str, scores: list[JsonValue], *, sequences: Sequence[JsonValue] = (),
+                 examples: Sequence[JsonValue] = ()) -> JsonValue:
+    return {"text": text, "scores": scores, "sequences": list(sequences), "examples": list(examples)}
 
 
 def _sequence_payload(scored: ScoredSequenceSimulation, excerpt_labels: dict[tuple[str, ...], str]) -> JsonValue:
     simulation = scored.simulation
-    stored = scored.ev_correlation_score
-    per_excerpt = stored if stored is not None else correlation(scored.true_activations,
-                                                                simulation.expected_activations).value
     calibrated = simulation.activation_scale is ActivationScale.NEURON_ACTIVATIONS
     n_tokens = len(simulation.tokens)
     return {
@@ -377,9 +453,27 @@ def _sequence_payload(scored: ScoredSequenceSimulation, excerpt_labels: dict[tup
         "true": _numbers(_per_token(scored.true_activations, n_tokens, "true activations")),
         "simulated": _numbers(_per_token(simulation.expected_activations, n_tokens, "simulated activations")),
         "scale": "true" if calibrated else "normalized",
-        "correlation": _number(per_excerpt),
+        "correlation": _number(scored.ev_correlation_score),
         "distributions": _top_of_distributions(simulation.distribution_values, simulation.distribution_probabilities),
     }
+
+
+def _example_payload(example: JudgedExample) -> JsonValue:
+    """One judged example, compactly: where it came from, its tokens (with truth and any per-token
+    prediction for the tooltip), what the model was to get right and what it answered."""
+    n_tokens = len(example.tokens)
+    return {
+        "group": example.group,
+        "tokens": list(example.tokens),
+        "true": _optional_per_token(example.true_activations, n_tokens, "true activations"),
+        "predicted": _optional_per_token(example.predicted_activations, n_tokens, "predicted activations"),
+        "target": _number(example.target),
+        "prediction": _number(example.prediction),
+    }
+
+
+def _optional_per_token(values: Sequence[float], n_tokens: int, what: str) -> list[JsonValue]:
+    return _numbers(_per_token(values, n_tokens, what)) if values else []
 
 
 def _per_token(values: Sequence[float], n_tokens: int, what: str) -> Sequence[float]:

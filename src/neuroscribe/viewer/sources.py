@@ -1,8 +1,9 @@
 """What the viewer can open, brought to one shape: an ordered list of units and a loader per unit.
 
 A source is a run directory (`run.json`), a local dataset (`dataset.json`, as the collector writes),
-a published NeuronRecord `.json`, or a published explanations `.jsonl` / `.json`. Units load one at a
-time, so building pages for a large dataset never holds every record in memory.
+a published NeuronRecord `.json`, or a results `.jsonl` / `.json` (published explanations, or a run's
+results of any scorer). Units load one at a time, so building pages for a large dataset never holds
+every record in memory.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from typing import TypeVar
 
 from neuroscribe import datasets, serialization
 from neuroscribe.datasets import MissingFileError, looks_like_ref
-from neuroscribe.errors import DataError
+from neuroscribe.errors import ConfigError, DataError
 from neuroscribe.experiments.leaderboard import build_leaderboard
 from neuroscribe.experiments.store import RunStore, UnitOutcome
 from neuroscribe.records import NeuronRecord, TokenPairRecord, UnitId, UnitKind
 from neuroscribe.results import (
+    ExplanationScores,
     NeuronSimulationResults,
+    ResultRecord,
     TokenLookupTableSummaryOfNeuron,
     WeightBasedSummaryOfNeuron,
 )
@@ -36,11 +39,12 @@ PUBLISHED_METHOD = "published"
 
 @dataclass(frozen=True, kw_only=True)
 class MethodFindings:
-    """What one method found about one unit: its outcome (runs only) and its published results."""
+    """What one method found about one unit: its outcome (runs only) and its result line, the published
+    simulation format or, for every other scorer, `ExplanationScores`."""
 
     method_id: str
     outcome: UnitOutcome | None = None
-    results: NeuronSimulationResults | None = None
+    results: ResultRecord | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,23 +103,35 @@ def open_source(path: str | Path, *, dataset: str | Path | None = None, data_roo
     if not path.is_file():
         raise DataError(f"{path}: no such file or directory")
     if path.suffix == ".jsonl":
-        return _open_explanations(path, serialization.read_jsonl(path, NeuronSimulationResults))
+        return _open_explanations(path, _read_result_lines(path))
     obj = serialization.from_tagged_json_obj(_read_json(path), str(path))
     if isinstance(obj, NeuronRecord):
         return _open_record(path, obj, dataset_root or _dataset_root_of_record(path))
-    if isinstance(obj, NeuronSimulationResults):
+    if isinstance(obj, NeuronSimulationResults | ExplanationScores):
         return _open_explanations(path, [obj])
     raise DataError(
         f"{path}: holds a {type(obj).__name__}; the viewer opens a NeuronRecord, NeuronSimulationResults, "
-        "a run directory or a local dataset"
+        "ExplanationScores, a run directory or a local dataset"
     )
+
+
+def _read_result_lines(path: Path) -> list[ResultRecord]:
+    """A results file as a run writes it: lines tagged ExplanationScores are ours, the rest the published
+    format (whose older files carry no tag)."""
+    return [serialization.result_from_json_obj(data, where)
+            for where, data in serialization.iter_jsonl_lines(_read_text(path), str(path))]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read ({error})") from None
 
 
 def _read_json(path: Path) -> object:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read ({error})") from None
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
 
@@ -222,7 +238,7 @@ def _open_run(path: Path, dataset_root: Path | None) -> Collection:
                               methods=findings)
         return _with_related(sources, dataset_root)
 
-    leaderboard = build_leaderboard([path]) if method_ids else None
+    leaderboard_html, notes = _leaderboard(path) if method_ids else (None, ())
     return Collection(
         title=f"run {path.resolve().name}",
         path=path,
@@ -235,9 +251,19 @@ def _open_run(path: Path, dataset_root: Path | None) -> Collection:
         method_ids=method_ids,
         units=units,
         load=load,
-        leaderboard_html=None if leaderboard is None else leaderboard.to_html(),
-        notes=() if leaderboard is None else leaderboard.notes,
+        leaderboard_html=leaderboard_html,
+        notes=notes,
     )
+
+
+def _leaderboard(path: Path) -> tuple[str | None, tuple[str, ...]]:
+    """The run's leaderboard page and notes; where none can be made (e.g. every unit failed), a note says
+    why, since the units are worth seeing anyway."""
+    try:
+        leaderboard = build_leaderboard([path])
+    except ConfigError as error:
+        return None, (f"no leaderboard: {error}",)
+    return leaderboard.to_html(), leaderboard.notes
 
 
 def _open_dataset(path: Path) -> Collection:
@@ -321,9 +347,9 @@ def _open_record(path: Path, record: NeuronRecord, dataset_root: Path | None) ->
     )
 
 
-def _open_explanations(path: Path, lines: list[NeuronSimulationResults]) -> Collection:
+def _open_explanations(path: Path, lines: Sequence[ResultRecord]) -> Collection:
     method_id = path.name
-    by_unit: dict[UnitId, NeuronSimulationResults] = {}
+    by_unit: dict[UnitId, ResultRecord] = {}
     for result in lines:
         unit = result.neuron_id.to_unit()
         if unit in by_unit:

@@ -6,6 +6,12 @@
   const units = data.units;      // [layer, index, kind, max_activation, href]
   const rows = data.rows;        // [unit, method, score, top_only, random_only, status, explanation]
   const methods = data.methods;
+  // A method's headline is named wherever it is not the simulation's correlation, so a detection score
+  // is never read as a correlation.
+  const methodLabels = methods.map((m, i) => {
+    const headline = data.headlines[i];
+    return headline && headline !== "ev_correlation" ? `${m} \u00b7 ${headline}` : m;
+  });
   const tbody = document.querySelector("#units tbody");
   const count = document.getElementById("count");
   const pageLabel = document.getElementById("page");
@@ -21,6 +27,8 @@
     return node;
   }
   function fmt(x) { return x === null || x === undefined ? "\u2013" : x.toFixed(3); }
+  // In a scored row a missing value is a score the file leaves undefined; a failed row has none at all.
+  function scoreText(x, status) { return x === null && status === "ok" ? "n/a" : fmt(x); }
 
   const notes = document.getElementById("notes");
   for (const note of data.notes) notes.appendChild(el("p", note, "note"));
@@ -38,7 +46,9 @@
   }
   if (!methods.length) document.body.classList.add("no-methods");  // records only: no scores to show
   const methodSelect = document.getElementById("f-method");
-  methods.forEach((m, i) => { const o = el("option", m); o.value = String(i); methodSelect.appendChild(o); });
+  methods.forEach((m, i) => { const o = el("option", methodLabels[i]); o.value = String(i); methodSelect.appendChild(o); });
+  const scoreHead = document.querySelector("#units th[data-key=score]");
+  [scoreHead.textContent, scoreHead.title] = data.score_heading;
 
   // One small histogram per method of its top-and-random scores, 20 bins over [-1, 1].
   function histograms() {
@@ -51,7 +61,7 @@
       counts[r[1]][Math.min(BINS - 1, Math.max(0, Math.floor((r[2] + 1) / 2 * BINS)))]++;
     }
     const box = document.querySelector("#distributions .histograms");
-    methods.forEach((method, m) => {
+    methods.forEach((_, m) => {
       const figure = el("figure");
       const svg = document.createElementNS(SVG, "svg");
       svg.setAttribute("viewBox", `0 0 ${W} ${H + 12}`);
@@ -82,7 +92,7 @@
       figure.appendChild(svg);
       const values = scored[m];
       const mean = values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
-      figure.appendChild(el("figcaption", `${method}: mean ${fmt(mean)}, ${values.length} scored`));
+      figure.appendChild(el("figcaption", `${methodLabels[m]}: mean ${fmt(mean)}, ${values.length} scored`));
       box.appendChild(figure);
     });
     if (methods.length) document.getElementById("distributions").hidden = false;
@@ -158,10 +168,8 @@
       link2.href = u[4];
       indexCell.appendChild(link2);
       tr.appendChild(indexCell);
-      tr.appendChild(el("td", methods[r[1]] || "\u2013", "m"));
-      tr.appendChild(el("td", fmt(r[2]), "num m"));
-      tr.appendChild(el("td", fmt(r[3]), "num m"));
-      tr.appendChild(el("td", fmt(r[4]), "num m"));
+      tr.appendChild(el("td", r[1] === null ? "\u2013" : methodLabels[r[1]], "m"));
+      for (const value of [r[2], r[3], r[4]]) tr.appendChild(el("td", scoreText(value, r[5]), "num m"));
       tr.appendChild(el("td", fmt(u[3]), "num"));
       const text = r[5] === "failed" ? "failed: " + (r[6] || "") : (r[6] || "");
       tr.appendChild(el("td", text, r[5] === "failed" ? "m explanation status-failed" : "m explanation"));

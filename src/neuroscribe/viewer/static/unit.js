@@ -16,6 +16,8 @@
   function fmt(x, digits) {
     return x === null || x === undefined ? "\u2013" : x.toFixed(digits === undefined ? 3 : digits);
   }
+  // A score the file leaves undefined (constant truth or prediction) is "n/a", never a number.
+  function score(x) { return x === null || x === undefined ? "n/a" : fmt(x); }
   function panel(title) {
     const section = el("section", null, "panel");
     section.appendChild(el("h2", title));
@@ -66,10 +68,13 @@
     return ["activation " + fmt(value, 4) + "  (" + normalized(value) + "/10 of max " + fmt(data.max_activation, 4) + ")"];
   }
 
-  function excerptNode(tokens, activations) {
+  // `more(i)`, when given, adds tooltip lines for token i (e.g. a scorer's per-token prediction).
+  function excerptNode(tokens, activations, more) {
     const box = el("div", null, "excerpt");
     tokens.forEach((token, i) => {
-      box.appendChild(tokenNode(token, activations[i], data.max_activation, () => trueLines(activations[i])));
+      const value = activations.length ? activations[i] : null;
+      const lines = () => (activations.length ? trueLines(value) : []).concat(more ? more(i) : []);
+      box.appendChild(tokenNode(token, value, data.max_activation, lines));
       if (token.includes("\n")) box.appendChild(el("div", null, "break"));
     });
     return box;
@@ -174,15 +179,42 @@
     if (target) window.location.href = target;  // walk the units with the arrow keys
   });
 
-  function scoreStrip(pairs) {
+  // Every score the scorer computed, the headline first: its name above, one cell per variant.
+  function scoreStrip(scores) {
     const strip = el("div", null, "scores");
-    for (const [label, value] of pairs) {
-      const cell = el("div");
-      cell.appendChild(el("span", label, "label"));
-      cell.appendChild(el("span", typeof value === "number" ? fmt(value) : (value === null ? "\u2013" : value), "value"));
-      strip.appendChild(cell);
+    for (const named of scores) {
+      const group = el("div", null, named.headline ? "score-group headline" : "score-group");
+      group.appendChild(el("span", named.name, "name"));
+      const cells = el("div", null, "variants");
+      for (const [variant, value] of named.variants) {
+        const cell = el("div");
+        cell.appendChild(el("span", variant, "label"));
+        cell.appendChild(el("span", score(value), "value"));
+        cells.appendChild(cell);
+      }
+      group.appendChild(cells);
+      strip.appendChild(group);
     }
     return strip;
+  }
+
+  // Long secondary lists start closed and are drawn when first opened, so the page is ready sooner.
+  function folded(target, summary, fill) {
+    const box = el("details");
+    box.appendChild(el("summary", summary));
+    box.addEventListener("toggle", () => { if (box.open && box.children.length === 1) fill(box); });
+    target.appendChild(box);
+    return box;
+  }
+
+  // A scorer's judged examples: where each came from, what was to be got right, what the model said.
+  function fillExamples(target, examples) {
+    examples.forEach((ex, i) => {
+      const head = [`example ${i + 1}`, ex.group, "target " + score(ex.target), "prediction " + score(ex.prediction)];
+      target.appendChild(el("div", head.join(" \u00b7 "), "excerpt-head"));
+      const predicted = ex.predicted.length ? (k) => ["predicted " + fmt(ex.predicted[k], 4)] : null;
+      target.appendChild(excerptNode(ex.tokens, ex.true, predicted));
+    });
   }
 
   function metaList(pairs) {
@@ -225,10 +257,13 @@
         section.appendChild(legend);
       }
       if (method.details.length && explanation === method.explanations[0]) section.appendChild(runDetails(method.details));
+      if (explanation.examples.length) {
+        folded(section, `judged examples \u00b7 ${explanation.examples.length}`, (box) => fillExamples(box, explanation.examples));
+      }
       explanation.sequences.forEach((seq, i) => {
         const head = [`scored excerpt ${i + 1}`];
         if (seq.label) head.push(seq.label);
-        head.push("correlation " + fmt(seq.correlation));
+        head.push("correlation " + score(seq.correlation));
         if (seq.scale === "true") head.push("calibrated");
         section.appendChild(el("div", head.join(" \u00b7 "), "excerpt-head"));
         section.appendChild(pairedExcerptNode(seq));
@@ -247,13 +282,9 @@
   }
   for (const group of data.excerpts) {
     if (!group.folded) { fillGroup(panel(group.title), group.records); continue; }
-    // Long secondary lists start closed and are drawn when first opened, so the page is ready sooner.
     const section = panel("");
     section.replaceChildren();
-    const box = el("details");
-    box.appendChild(el("summary", `${group.title} \u00b7 ${group.records.length} excerpts`));
-    box.addEventListener("toggle", () => { if (box.open && box.children.length === 1) fillGroup(box, group.records); });
-    section.appendChild(box);
+    folded(section, `${group.title} \u00b7 ${group.records.length} excerpts`, (box) => fillGroup(box, group.records));
   }
 
   // --- related tokens

@@ -1,0 +1,43 @@
+"""Scorers: every way of judging an explanation, each one module plus a registry entry here.
+
+`SCORERS` maps config names (`[[scorers]] name = ...`) to scorer classes; `create_scorer` builds one
+with options validated against its options dataclass. The paper's scoring is `simulation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from neuroscribe.errors import StageError
+from neuroscribe.llm.base import Backend
+from neuroscribe.registry import Registry, registered_options
+from neuroscribe.scorers.base import (
+    Scorer,
+    ScorerInput,
+    ScorerOutput,
+    ScoreTable,
+    ScoringShape,
+)
+from neuroscribe.scorers.simulation import SimulationOptions, SimulationScorer
+
+SCORERS: Registry[Scorer] = Registry("scorer")
+SCORERS.register("simulation")(SimulationScorer)
+
+
+def create_scorer(name: str, backend: Backend, options: Mapping[str, object]) -> Scorer:
+    """The scorer registered as `name`, asking `backend`; unknown or ill-typed options fail early."""
+    return SCORERS.get(name)(backend, registered_options(SCORERS, name, options))
+
+
+__all__ = [
+    "SCORERS",
+    "ScoreTable",
+    "Scorer",
+    "ScorerInput",
+    "ScorerOutput",
+    "ScoringShape",
+    "SimulationOptions",
+    "SimulationScorer",
+    "StageError",
+    "create_scorer",
+]

@@ -1,0 +1,88 @@
+"""The scorer interface: one explanation of one unit, judged against held-out evidence.
+
+A scorer hides the truth from whatever model it asks, computes its numbers with the pure metrics of
+`neuroscribe.scoring`, and returns named scores, each with its variants (which excerpts were pooled:
+'top_and_random', 'top_only', 'random_only', per quantile where it applies), plus the per-example
+predictions behind them, in a result record the run store writes as one JSONL line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from neuroscribe.llm.base import Backend, CallEstimate
+from neuroscribe.records import ActivationRecord, Evidence, ScoringSet, UnitId
+from neuroscribe.results import (
+    ResultRecord,
+    TokenLookupTableSummaryOfNeuron,
+    WeightBasedSummaryOfNeuron,
+)
+
+ScoreTable = Mapping[str, Mapping[str, float | None]]
+"""Score name -> variant -> value (None where the score is undefined, never a silent 0)."""
+
+def _empty() -> ScoringSet:
+    return ScoringSet(top=[], random=[])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScorerInput:
+    """What a scorer may use for one unit: the explanation and held-out evidence (never the explaining
+    split). Only the fields for the evidence the scorer declared are filled in."""
+
+    unit: UnitId
+    explanation: str
+    scoring: ScoringSet = field(default_factory=_empty)
+    """The scored split's top and random excerpts (activation records)."""
+    calibration: ScoringSet = field(default_factory=_empty)
+    """The calibration split (activation records), disjoint from `scoring` by split position."""
+    token_pair_scoring: ScoringSet = field(default_factory=_empty)
+    """The scored split as token-pair records (attention heads)."""
+    lookup_table: TokenLookupTableSummaryOfNeuron | None = None
+    weight_summary: WeightBasedSummaryOfNeuron | None = None
+    other_units_records: Mapping[UnitId, list[ActivationRecord]] = field(default_factory=dict)
+    """Top excerpts of other units of the run, by unit."""
+    seed: int = 0
+    """The run's seed, for any random choice the scorer makes (shuffles, draws)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScorerOutput:
+    scores: ScoreTable
+    headline: str
+    """The score in `scores` that summarizes this scorer (what the leaderboard ranks by default)."""
+    result: ResultRecord
+    """Written to the method's results file; holds the per-example predictions."""
+    calibrated: bool = False
+    """Whether predictions were mapped onto the unit's scale before scoring."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringShape:
+    """The size of one unit's held-out evidence, for cost estimates."""
+
+    n_scoring: int
+    """Excerpts in the scored split (top + random)."""
+    n_calibration: int
+    excerpt_tokens: int
+
+
+class Scorer(Protocol):
+    """A scorer; its class is registered in `neuroscribe.scorers.SCORERS`.
+
+    The class is built as `cls(backend, options)` with `options` an instance of `options_type`,
+    checked when the config is loaded. `score` raises a `NeuroscribeError` (a `StageError` to name
+    the stage) when no score can be given: a failure is never a score.
+    """
+
+    options_type: ClassVar[type[Any]]
+    evidence: ClassVar[frozenset[Evidence]]
+
+    def __init__(self, backend: Backend, options: Any) -> None: ...
+
+    @classmethod
+    def estimate(cls, options: Any, shape: ScoringShape) -> CallEstimate: ...
+
+    async def score(self, inputs: ScorerInput) -> ScorerOutput: ...

@@ -1,0 +1,106 @@
+"""The paper's scoring: simulate every scored excerpt from the explanation, then correlate with the truth.
+
+Simulator (from `neuroscribe.simulator`), optional calibration on the calibration split, then the
+reference's scores pooled over the scored excerpts, per variant. Its result line is the published
+`NeuronSimulationResults` (the top-and-random pooling, as the reference writes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from neuroscribe.errors import ConfigError, DataError, NeuroscribeError, StageError
+from neuroscribe.llm.base import Backend, CallEstimate
+from neuroscribe.records import Evidence, NeuronId
+from neuroscribe.registry import registered_options
+from neuroscribe.results import NeuronSimulationResults, ScoredExplanation, SequenceSimulation
+from neuroscribe.scorers.base import ScorerInput, ScorerOutput, ScoringShape
+from neuroscribe.scoring import VARIANTS, SimulationPair, pair_with_records, pooled_scores, score_variants
+from neuroscribe.simulator import SIMULATORS, calibrate, create_simulator
+from neuroscribe.simulator.calibration import CALIBRATION_METHODS
+
+HEADLINE = "ev_correlation"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulationOptions:
+    simulator: str = "all_at_once"
+    """Registry name of the simulator: 'all_at_once', 'one_at_a_time', 'json' or a plugin's."""
+    simulator_options: Mapping[str, object] = field(default_factory=dict)
+    """The simulator's own options (checked against its options dataclass)."""
+    calibration: str = "none"
+    """Map predictions onto the unit's activation scale first: 'none', 'linear' or 'percentile'."""
+
+    def __post_init__(self) -> None:
+        if self.calibration not in CALIBRATION_METHODS:
+            close = difflib.get_close_matches(self.calibration, CALIBRATION_METHODS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"calibration {self.calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}."
+                              f"{hint}")
+        registered_options(SIMULATORS, self.simulator, self.simulator_options)
+
+
+class SimulationScorer:
+    """Simulator + calibration + the reference's scores (ev-correlation, r-squared, abs-dev, R^2)."""
+
+    options_type: ClassVar[type[Any]] = SimulationOptions
+    evidence: ClassVar[frozenset[Evidence]] = frozenset({Evidence.ACTIVATION_RECORDS})
+
+    def __init__(self, backend: Backend, options: SimulationOptions) -> None:
+        self.options = options
+        self.simulator = create_simulator(options.simulator, backend, options.simulator_options)
+
+    @classmethod
+    def estimate(cls, options: Any, shape: ScoringShape) -> CallEstimate:
+        simulator = SIMULATORS.get(options.simulator)
+        per_excerpt = simulator.estimate(registered_options(SIMULATORS, options.simulator, options.simulator_options),
+                                         shape.excerpt_tokens)
+        calibrating = shape.n_calibration if options.calibration != "none" else 0
+        return per_excerpt * (shape.n_scoring + calibrating)
+
+    async def score(self, inputs: ScorerInput) -> ScorerOutput:
+        top, rand = inputs.scoring.top, inputs.scoring.random
+        if not top and not rand:
+            raise StageError("records", DataError(f"{inputs.unit}: no excerpts left to score (disjoint splits "
+                                                  "dropped them)"))
+        simulator = self.simulator
+        calibrated = self.options.calibration != "none"
+        if calibrated:
+            simulator = await _at("calibrate", calibrate(simulator, self.options.calibration, inputs.explanation,
+                                                         inputs.calibration.all))
+        simulations: list[SequenceSimulation] = list(await _at("simulate", asyncio.gather(
+            *(simulator.simulate(inputs.explanation, r.tokens) for r in [*top, *rand]))))
+        try:
+            top_pairs = pair_with_records(simulations[: len(top)], top)
+            random_pairs = pair_with_records(simulations[len(top):], rand)
+            variants = score_variants(top_pairs, random_pairs)
+            scores = _score_table({"top_and_random": [*top_pairs, *random_pairs], "top_only": top_pairs,
+                                   "random_only": random_pairs})
+        except NeuroscribeError as error:
+            raise StageError("score", error) from error
+        result = NeuronSimulationResults(
+            neuron_id=NeuronId.from_unit(inputs.unit),
+            scored_explanations=[ScoredExplanation(explanation=inputs.explanation,
+                                                   scored_simulation=variants["top_and_random"])],
+        )
+        return ScorerOutput(scores=scores, headline=HEADLINE, result=result, calibrated=calibrated)
+
+
+def _score_table(pairs_by_variant: Mapping[str, Sequence[SimulationPair]]) -> dict[str, dict[str, float | None]]:
+    table: dict[str, dict[str, float | None]] = {}
+    for variant in VARIANTS:
+        for metric, score in pooled_scores(pairs_by_variant[variant]).items():
+            table.setdefault(metric, {})[variant] = score.value
+    return table
+
+
+async def _at(stage: str, work: Awaitable[T]) -> T:
+    try:
+        return await work
+    except NeuroscribeError as error:
+        raise StageError(stage, error) from error

@@ -1,0 +1,63 @@
+"""`neuroscribe run --dry-run` checks the whole config before anything is loaded, created or spent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = (REPO / "experiments" / "quickstart.toml").read_text(encoding="utf-8")
+
+PROBE = """
+import sys
+from neuroscribe.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in ("torch", "transformers", "openai", "xllamacpp") if m in sys.modules)
+print("loaded:", ",".join(heavy) or "nothing heavy")
+sys.exit(code)
+"""
+
+
+def dry_run(config: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", PROBE, "run", str(config), "--out", str(out), "--dry-run"],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("options = { max_tokens = 40 }", "options = { max_tokns = 40 }"),
+     ["[[explainers]] 'token_activation_pair' (explainers.0) options", "unknown option 'max_tokns'",
+      "Did you mean 'max_tokens'?"]),
+    (("[[simulators]]\n", "[[scorers]]\nname = \"simulaton\"\n\n[[simulators]]\n"),
+     ["[[scorers]] 'simulaton' (scorers.0)", "unknown scorer 'simulaton'", "Did you mean 'simulation'?"]),
+    (("[backends.default.transport]", "[backends.default.options]\nmax_batch_sise = 4\n\n[backends.default.transport]"),
+     ["[backends.default.options]", "unknown option 'max_batch_sise'", "Did you mean 'max_batch_size'?"]),
+], ids=["explainer option", "scorer", "backend option"])
+def test_a_misspelt_component_fails_the_dry_run_at_once(tmp_path: Path, edit: tuple[str, str],
+                                                         expected: list[str]) -> None:
+    old, new = edit
+    assert old in QUICKSTART
+    config = tmp_path / "typo.toml"
+    config.write_text(QUICKSTART.replace(old, new, 1), encoding="utf-8")
+    out = tmp_path / "run"
+    done = dry_run(config, out)
+    assert done.returncode != 0, done.stdout
+    message = done.stderr
+    assert str(config) in message
+    for part in expected:
+        assert part in message, message
+    assert "Traceback" not in message
+    assert not out.exists()  # no run folder
+    assert "loaded: nothing heavy" in done.stdout  # no model, no torch: validation imports only light modules
+
+
+def test_a_valid_config_dry_runs_with_each_components_estimate(tmp_path: Path) -> None:
+    config = tmp_path / "ok.toml"
+    config.write_text(QUICKSTART, encoding="utf-8")
+    done = dry_run(config, tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    assert "token_activation_pair+all_at_once: 4" in done.stdout
+    assert "estimated model calls:" in done.stdout and "loaded: nothing heavy" in done.stdout
+    assert not (tmp_path / "run").exists()

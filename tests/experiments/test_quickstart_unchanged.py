@@ -1,0 +1,65 @@
+"""The quickstart before and after scorers became a stage: same requests, same results, byte for byte.
+
+The run of `tests/data/quickstart-before` was made by the code before the change (see its PROVENANCE.md);
+it is replayed here from its own response cache, so any change to a prompt shows up as a model call, and
+any change to scoring or serialization as a differing results line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from neuroscribe.experiments import RunStore, config_from_dict, load_config, run_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+BEFORE = REPO / "tests" / "data" / "quickstart-before"
+HASH_BEFORE = "7ab87825cda7869c"
+ADDED_OUTCOME_FIELDS = {"named_scores", "headline"}
+VARYING_OUTCOME_FIELDS = {"usage", "seconds"}
+"""Model use and time differ between a cold run and a replay from the cache; they are not results."""
+
+
+def test_the_quickstart_config_keeps_its_hash_so_old_runs_resume() -> None:
+    assert load_config(REPO / "experiments" / "quickstart.toml").config_hash() == HASH_BEFORE
+
+
+def _outcomes(path: Path) -> dict[tuple[int, int], dict[str, object]]:
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {(o["unit"]["layer"], o["unit"]["index"]): o for o in lines}
+
+
+@pytest.mark.slow
+def test_quickstart_results_are_unchanged(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with gzip.open(BEFORE / "cache" / "responses.sqlite.gz") as packed, (cache / "responses.sqlite").open("wb") as out:
+        shutil.copyfileobj(packed, out)
+    data = tomllib.loads((REPO / "experiments" / "quickstart.toml").read_text(encoding="utf-8"))
+    del data["records"]["collect"]
+    data["records"]["dataset"] = str(BEFORE / "dataset")
+    data["run"].update(cache_dir=str(cache), progress=False)
+    summary = run_experiment(config_from_dict(data), tmp_path / "run", progress=False)
+    assert (summary.completed, summary.failed) == (12, 0)
+    assert summary.usage.calls == 0 and summary.usage.cache_hits > 0  # every request is one made before
+    store = RunStore(tmp_path / "run")
+    before_methods = sorted(p.name.removesuffix(".jsonl.gz") for p in (BEFORE / "results").iterdir())
+    assert sorted(store.methods()) == before_methods
+    for method in before_methods:
+        expected = gzip.decompress((BEFORE / "results" / f"{method}.jsonl.gz").read_bytes())
+        assert store.results_path(method).read_bytes() == expected, method
+        before, after = _outcomes(BEFORE / "outcomes" / f"{method}.jsonl"), _outcomes(store.outcomes_path(method))
+        assert set(after) == set(before)
+        for unit, old in before.items():
+            new = after[unit]
+            assert set(new) - set(old) == ADDED_OUTCOME_FIELDS
+            kept = set(old) - VARYING_OUTCOME_FIELDS
+            assert {k: new[k] for k in kept} == {k: old[k] for k in kept}, (method, unit)
+            assert new["headline"] == "ev_correlation" and new["named_scores"]["ev_correlation"] == old["scores"]
+            assert set(new["named_scores"]) == {"ev_correlation", "rsquared", "absolute_dev_explained",
+                                                "coefficient_of_determination"}
