@@ -39,6 +39,8 @@ class Evidence(StrEnum):
     """Tokens whose embeddings most drive, or are most driven by, the unit (published datasets)."""
     OTHER_UNITS_RECORDS = "other_units_records"
     """Top excerpts of other units of the run (e.g. for intruders or negatives)."""
+    QUANTILE_RECORDS = "quantile_records"
+    """Excerpts sampled within each activation quantile of the unit (never shown to an explainer)."""
 
 
 @dataclass(frozen=True, order=True)

@@ -65,6 +65,7 @@ class KeywordOverlapScorer:
 
     options_type: ClassVar[type[Any]] = NoOptions
     evidence: ClassVar[frozenset[Evidence]] = frozenset({Evidence.TOKEN_PAIR_RECORDS})
+    needs_explanation: ClassVar[bool] = True
 
     def __init__(self, backend: Backend, options: Any) -> None:
         self.backend = backend

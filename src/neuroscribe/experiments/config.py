@@ -251,20 +251,29 @@ class ExperimentConfig:
                     f"{where}: backend {backend!r} is not defined{_hint(backend, self.backends)}; "
                     f"defined: {', '.join(sorted(self.backends)) or '(none)'}"
                 )
-        ids = [f"{source}+{scorer.label}" for source in self.source_labels() for _, scorer in self.scorer_configs()]
-        duplicates = sorted({m for m in ids if ids.count(m) > 1})
-        if duplicates:
-            raise ConfigError(f"method ids {duplicates} occur twice: give the repeated explainers/simulators an `id`")
 
     def method_ids(self) -> list[str]:
         """Every explanation source x scorer, e.g. 'token_activation_pair+all_at_once': explainers first,
         then the controls that are on (random explanation, token look-up, published)."""
         return list(self.methods())
 
-    def methods(self) -> dict[str, tuple[str, str]]:
-        """Method id -> (explanation source label, scorer label), in `method_ids` order."""
-        return {f"{source}+{scorer.label}": (source, scorer.label)  # unique: checked on construction
-                for source in self.source_labels() for _, scorer in self.scorer_configs()}
+    def methods(self) -> dict[str, tuple[str | None, str]]:
+        """Method id -> (explanation source label, scorer label), in `method_ids` order. A scorer that judges
+        the unit itself, with no explanation (e.g. intruder), is one method named by its label, source None."""
+        return {method: (source, scorer) for method, source, scorer in self._method_list()}
+
+    def _method_list(self) -> list[tuple[str, str | None, str]]:
+        from neuroscribe.scorers import SCORERS
+
+        found: list[tuple[str, str | None, str]] = []
+        for _, scorer in self.scorer_configs():
+            if SCORERS.get(scorer.name).needs_explanation:
+                found += [(f"{source}+{scorer.label}", source, scorer.label) for source in self.source_labels()]
+            else:
+                found.append((scorer.label, None, scorer.label))
+        order = {label: i for i, label in enumerate(self.source_labels())}
+        return sorted(found, key=lambda m: (m[1] is None, order.get(m[1] or "", 0)))  # stable: scorer order kept
+
 
     def source_labels(self) -> list[str]:
         sources = [e.label for e in self.explainers]
@@ -392,6 +401,10 @@ def validate_components(config: ExperimentConfig) -> None:
         scorer_class = _looked_up(SCORERS.get, scorer.name, where)
         registered_options(SCORERS, scorer.name, scorer.options, f"{where} options")
         check_evidence(scorer_class.evidence, kind, where)
+    ids = [method for method, _, _ in config._method_list()]
+    duplicates = sorted({m for m in ids if ids.count(m) > 1})
+    if duplicates:
+        raise ConfigError(f"method ids {duplicates} occur twice: give the repeated explainers or scorers an `id`")
 
 
 def _looked_up(lookup: typing.Callable[[str], T], name: str, where: str) -> T:

@@ -41,9 +41,10 @@ _Cut = Callable[[RecordSplits], list[ActivationRecord]]
 
 PROVIDED: Mapping[UnitKind, frozenset[Evidence]] = {
     UnitKind.MLP_NEURON: frozenset({Evidence.ACTIVATION_RECORDS, Evidence.TOKEN_LOOKUP_TABLE,
-                                    Evidence.WEIGHT_SUMMARY, Evidence.OTHER_UNITS_RECORDS}),
+                                    Evidence.WEIGHT_SUMMARY, Evidence.OTHER_UNITS_RECORDS,
+                                    Evidence.QUANTILE_RECORDS}),
     UnitKind.AUTOENCODER_LATENT: frozenset({Evidence.ACTIVATION_RECORDS, Evidence.TOKEN_LOOKUP_TABLE,
-                                            Evidence.OTHER_UNITS_RECORDS}),
+                                            Evidence.OTHER_UNITS_RECORDS, Evidence.QUANTILE_RECORDS}),
     UnitKind.ATTENTION_HEAD: frozenset({Evidence.TOKEN_PAIR_RECORDS, Evidence.OTHER_UNITS_RECORDS}),
 }
 """What the runner can build for each unit kind (weight summaries come from published datasets)."""
@@ -138,15 +139,24 @@ class EvidenceBuilder:
         )
 
     async def _scorer_input(self, unit: UnitId, explanation: str, needs: frozenset[Evidence]) -> ScorerInput:
-        splits = self.splits(await self.record(unit))
+        record = await self.record(unit)
+        splits = self.splits(record)
         scored = self.scored_split(splits)
         empty = ScoringSet(top=[], random=[])
         activations = Evidence.ACTIVATION_RECORDS in needs
+        shown = {tuple(r.tokens) for r in splits.train}
+        quantiles = (record.random_sample_by_quantile or []) if Evidence.QUANTILE_RECORDS in needs else []
         return ScorerInput(
             unit=unit,
             explanation=explanation,
             scoring=_set_of_type(scored, ActivationRecord, unit) if activations else empty,
             calibration=_set_of_type(splits.calibration, ActivationRecord, unit) if activations else empty,
+            random_pool=([r for r in _of_type(record.random_sample, ActivationRecord, unit)
+                          if tuple(r.tokens) not in shown] if activations else []),
+            max_activation=max((r.max_activation for r in record.most_positive_activation_records), default=0.0),
+            quantiles=[[r for r in _of_type(bucket, ActivationRecord, unit) if tuple(r.tokens) not in shown]
+                       for bucket in quantiles],
+            quantile_boundaries=list(record.quantile_boundaries or []) if quantiles else [],
             token_pair_scoring=(_set_of_type(scored, TokenPairRecord, unit)
                                 if Evidence.TOKEN_PAIR_RECORDS in needs else empty),
             lookup_table=(await self._lookup_table(unit, splits.train)

@@ -192,10 +192,12 @@ class _Runner:
         usage = UnitUsage()
         with UsageLedger.track() as tracker:
             try:
-                explained = await self.explanation(source, unit)
-                explanation = explained.text
-                usage = explained.claim()
-                inputs = await _stage("records", self.evidence.scorer_input(unit, explanation, type(scorer).evidence))
+                if source is not None:
+                    explained = await self.explanation(source, unit)
+                    explanation = explained.text
+                    usage = explained.claim()
+                inputs = await _stage("records", self.evidence.scorer_input(unit, explanation or "",
+                                                                            type(scorer).evidence))
                 output: ScorerOutput = await _stage("score", scorer.score(inputs))
             except _Failure as failure:
                 outcome = UnitOutcome(unit=unit, status="failed", stage=failure.stage, reason=str(failure.error),

@@ -38,6 +38,15 @@ class ScorerInput:
     """The scored split's top and random excerpts (activation records)."""
     calibration: ScoringSet = field(default_factory=_empty)
     """The calibration split (activation records), disjoint from `scoring` by split position."""
+    random_pool: list[ActivationRecord] = field(default_factory=list)
+    """With activation records: every excerpt of the unit's random sample that the explainer was not shown
+    (candidates for non-activating examples; excerpts that equal a shown one are left out)."""
+    max_activation: float = 0.0
+    """With activation records: the unit's largest activation over its top excerpts (the 0-10 scale's 10)."""
+    quantiles: list[list[ActivationRecord]] = field(default_factory=list)
+    """Excerpts sampled within each activation quantile, lowest quantile first (quantile records)."""
+    quantile_boundaries: list[float | None] = field(default_factory=list)
+    """The activation boundaries of those quantiles, as the record gives them (None: open-ended)."""
     token_pair_scoring: ScoringSet = field(default_factory=_empty)
     """The scored split as token-pair records (attention heads)."""
     lookup_table: TokenLookupTableSummaryOfNeuron | None = None
@@ -79,6 +88,9 @@ class Scorer(Protocol):
 
     options_type: ClassVar[type[Any]]
     evidence: ClassVar[frozenset[Evidence]]
+    needs_explanation: ClassVar[bool]
+    """False for a scorer that judges the unit itself (e.g. an intruder check): it runs once per unit, as a
+    method named by its label, and `ScorerInput.explanation` is empty."""
 
     def __init__(self, backend: Backend, options: Any) -> None: ...
 

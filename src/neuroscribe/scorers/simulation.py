@@ -50,6 +50,7 @@ class SimulationScorer:
 
     options_type: ClassVar[type[Any]] = SimulationOptions
     evidence: ClassVar[frozenset[Evidence]] = frozenset({Evidence.ACTIVATION_RECORDS})
+    needs_explanation: ClassVar[bool] = True
 
     def __init__(self, backend: Backend, options: SimulationOptions) -> None:
         self.options = options
