@@ -11,6 +11,7 @@ from neuroscribe.scoring.aggregate import (
     score_sequences,
     score_variants,
 )
+from neuroscribe.scoring.classification import accuracy, balanced_accuracy, precision, recall, roc_auc
 from neuroscribe.scoring.metrics import (
     METRICS,
     Metric,
@@ -38,6 +39,8 @@ __all__ = [
     "Score",
     "SimulationPair",
     "absolute_dev_explained_score",
+    "accuracy",
+    "balanced_accuracy",
     "bootstrap_fraction_above",
     "bootstrap_mean",
     "coefficient_of_determination",
@@ -46,6 +49,9 @@ __all__ = [
     "pair_with_records",
     "paired_test",
     "pooled_scores",
+    "precision",
+    "recall",
+    "roc_auc",
     "rsquared_score",
     "score_sequences",
     "score_variants",
