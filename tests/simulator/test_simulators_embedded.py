@@ -12,10 +12,12 @@ import math
 from pathlib import Path
 
 import pytest
+from generated_logprobs_checks import check_reading_on_a_pattern, check_real_model
 
 from neuroscribe.errors import ParseError
 from neuroscribe.explainer import ExplainerInput, create_explainer
 from neuroscribe.explainer.token_activation_pair import truncate_around_peak
+from neuroscribe.llm import BackendSpec, create_backend
 from neuroscribe.llm.base import Backend, CompletionRequest, DistributionRequest
 from neuroscribe.records import ActivationRecord, NeuronRecord, SliceParams, random_split, top_split
 from neuroscribe.results import ActivationScale, SequenceSimulation
@@ -99,3 +101,20 @@ async def test_explain_simulate_and_score_a_real_record_with_every_method(
         assert on_scale.activation_scale is ActivationScale.NEURON_ACTIVATIONS
         rescored = score_sequences([(on_scale, scoring[0].activations)])
         assert rescored.rsquared_score is None or rescored.rsquared_score <= 1.0
+
+
+async def test_generated_logprobs_simulator_in_process_on_the_embedded_model(real_record: NeuronRecord) -> None:
+    """Through the client layers (`create_backend`), two 8-token excerpts of a real record, one request each."""
+
+    params = SliceParams(n_examples_per_split=2)
+    excerpts = [r.tokens for r in short(top_split(real_record, "valid", params)[:1]
+                                        + random_split(real_record, "valid", params)[:1], 8)]
+    assert all(len(tokens) == 8 for tokens in excerpts)
+    backend = create_backend(BackendSpec(type="hf", model="embedded"))
+    try:
+        results = await check_real_model(backend, {"n_worked_examples": 1, "max_tokens_per_token": 6},
+                                         "names of cities", excerpts)
+        await check_reading_on_a_pattern(backend)
+    finally:
+        await backend.aclose()
+    assert len(results) == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from generated_logprobs_checks import check_reading_on_a_pattern, check_real_model
 
 from neuroscribe.llm.llamacpp import LlamaCppBackend
 from neuroscribe.results import ActivationScale
@@ -45,3 +46,12 @@ async def test_simulators_over_a_llamacpp_server(llamacpp_server: LlamaCppBacken
     assert simulation.activation_scale is ActivationScale.SIMULATED_NORMALIZED_ACTIVATIONS
     if name != "json":
         assert all(sum(row) == pytest.approx(1.0) for row in simulation.distribution_probabilities)
+
+
+async def test_generated_logprobs_simulator_over_a_llamacpp_server(llamacpp_server: LlamaCppBackend) -> None:
+    """Generated-token logprobs over HTTP, two excerpts sharing one request; each read or an honest ParseError."""
+    excerpts = [TOKENS, ["She", " flew", " to", " Oslo", "."]]
+    results = await check_real_model(llamacpp_server, {"excerpts_per_request": 2, "n_worked_examples": 1},
+                                     "names of cities", excerpts)
+    assert len(results) == 2
+    await check_reading_on_a_pattern(llamacpp_server)

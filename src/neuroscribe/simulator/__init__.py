@@ -15,6 +15,7 @@ from neuroscribe.registry import Registry, registered_options
 from neuroscribe.simulator.all_at_once import AllAtOnceSimulator
 from neuroscribe.simulator.base import Simulator
 from neuroscribe.simulator.calibration import CALIBRATION_METHODS, CalibratedSimulator, calibrate
+from neuroscribe.simulator.generated_logprobs import GeneratedLogprobsOptions, GeneratedLogprobsSimulator
 from neuroscribe.simulator.json_simulator import JsonSimulator, JsonSimulatorOptions
 from neuroscribe.simulator.one_at_a_time import OneAtATimeOptions, OneAtATimeSimulator
 from neuroscribe.simulator.prompts import PromptedSimulator, SimulatorOptions
@@ -23,6 +24,7 @@ SIMULATORS: Registry[PromptedSimulator[Any]] = Registry("simulator")
 SIMULATORS.register("all_at_once")(AllAtOnceSimulator)
 SIMULATORS.register("one_at_a_time")(OneAtATimeSimulator)
 SIMULATORS.register("json")(JsonSimulator)
+SIMULATORS.register("generated_logprobs")(GeneratedLogprobsSimulator)
 
 
 def create_simulator(name: str, backend: Backend, options: Mapping[str, object]) -> Simulator:
@@ -39,6 +41,8 @@ __all__ = [
     "SIMULATORS",
     "AllAtOnceSimulator",
     "CalibratedSimulator",
+    "GeneratedLogprobsOptions",
+    "GeneratedLogprobsSimulator",
     "JsonSimulator",
     "JsonSimulatorOptions",
     "OneAtATimeOptions",
