@@ -14,6 +14,7 @@ from typing import Any
 
 from neuroscribe.errors import DataError
 from neuroscribe.experiments.store import RunStore, UnitOutcome, UnitUsage
+from neuroscribe.scorers import primary_variant
 
 EMBEDDED_MODEL_WARNING = (
     "These numbers were produced with the embedded model (SmolLM2-135M-Instruct). As a simulator it does not "
@@ -36,9 +37,9 @@ class MethodOutcomes:
     is_control: bool = False
     models: tuple[str, ...] = ()
 
-    def scores(self, variant: str = "top_and_random", name: str | None = None) -> dict[UnitKey, float | None]:
-        """Per unit: the score `name` (default: the scorer's headline) in `variant`, or None for a failed
-        unit or an undefined score (never averaged in)."""
+    def scores(self, variant: str | None = None, name: str | None = None) -> dict[UnitKey, float | None]:
+        """Per unit: the score `name` (default: the scorer's headline) in `variant` (default: its primary
+        variant, top-and-random or all), or None for a failed unit or an undefined score (never averaged in)."""
         return {unit: _value(o, name, variant) for unit, o in sorted(self.outcomes.items())}
 
     def score_names(self) -> dict[str, list[str]]:
@@ -75,12 +76,12 @@ class MethodOutcomes:
         return sum(o.seconds for o in self.outcomes.values())
 
 
-def _value(outcome: UnitOutcome, name: str | None, variant: str) -> float | None:
+def _value(outcome: UnitOutcome, name: str | None, variant: str | None) -> float | None:
     if outcome.status != "ok":
         return None
-    if name is None:
-        return outcome.scores.get(variant)
-    return outcome.named_scores.get(name, {}).get(variant)
+    table = outcome.scores if name is None else outcome.named_scores.get(name, {})
+    chosen = variant or primary_variant(table)
+    return None if chosen is None else table.get(chosen)
 
 
 @dataclass(frozen=True, kw_only=True)

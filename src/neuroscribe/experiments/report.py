@@ -40,6 +40,7 @@ class MethodReport:
     n_units: int
     n_failed: int
     top_and_random: Estimate
+    """The headline's primary variant: top-and-random, or all for scorers that do not cut top from random."""
     top_only: Estimate
     random_only: Estimate
     headline: str
@@ -105,7 +106,8 @@ class Report:
                  f"Models: {'; '.join(self.collection.models) or 'unknown'}", ""]
         lines += [f"> {note}" for note in self.notes]
         lines += ["", "## Scores (each method's headline score, mean over units with a 95% bootstrap interval)", ""]
-        lines.append("| method | score | top-and-random | random-only | top-only | >= 0.7 | units scored / attempted |")
+        lines.append("| method | score | top-and-random (or all) | random-only | top-only | >= 0.7 | "
+                     "units scored / attempted |")
         lines.append("|---|---|---|---|---|---|---|")
         for m in self.methods:
             lines.append(
@@ -114,7 +116,7 @@ class Report:
                 f"{_share(m.above_good)} | "
                 f"{m.top_and_random.n} / {m.n_units}{f' ({m.n_failed} failed)' if m.n_failed else ''} |"
             )
-        lines += ["", f"Units every method scored (top-and-random): {self.n_common_units()} of "
+        lines += ["", f"Units every method scored (headline score): {self.n_common_units()} of "
                   f"{max((m.n_units for m in self.methods), default=0)}; compare methods on those with "
                   "`neuroscribe leaderboard`, which ranks on the common units.", ""]
         lines += ["## Every score computed (mean over each method's scored units, 95% CI, n)", ""]

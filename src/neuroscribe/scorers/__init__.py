@@ -1,7 +1,8 @@
 """Scorers: every way of judging an explanation, each one module plus a registry entry here.
 
 `SCORERS` maps config names (`[[scorers]] name = ...`) to scorer classes; `create_scorer` builds one
-with options validated against its options dataclass. The paper's scoring is `simulation`.
+with options validated against its options dataclass. The paper's scoring is `simulation`; `detection`,
+`fuzzing` and `intruder` ask a model yes/no or which-one questions about excerpts.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ from neuroscribe.scorers.base import (
     ScorerOutput,
     ScoreTable,
     ScoringShape,
+    primary_variant,
 )
+from neuroscribe.scorers.detection import DetectionOptions, DetectionScorer
+from neuroscribe.scorers.fuzzing import FuzzingOptions, FuzzingScorer
+from neuroscribe.scorers.intruder import IntruderOptions, IntruderScorer
 from neuroscribe.scorers.simulation import SimulationOptions, SimulationScorer
 
 SCORERS: Registry[Scorer] = Registry("scorer")
 SCORERS.register("simulation")(SimulationScorer)
+SCORERS.register("detection")(DetectionScorer)
+SCORERS.register("fuzzing")(FuzzingScorer)
+SCORERS.register("intruder")(IntruderScorer)
 
 
 def create_scorer(name: str, backend: Backend, options: Mapping[str, object]) -> Scorer:
@@ -31,6 +39,12 @@ def create_scorer(name: str, backend: Backend, options: Mapping[str, object]) ->
 
 __all__ = [
     "SCORERS",
+    "DetectionOptions",
+    "DetectionScorer",
+    "FuzzingOptions",
+    "FuzzingScorer",
+    "IntruderOptions",
+    "IntruderScorer",
     "ScoreTable",
     "Scorer",
     "ScorerInput",
@@ -40,4 +54,5 @@ __all__ = [
     "SimulationScorer",
     "StageError",
     "create_scorer",
+    "primary_variant",
 ]

@@ -8,7 +8,7 @@ predictions behind them, in a result record the run store writes as one JSONL li
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -22,6 +22,18 @@ from neuroscribe.results import (
 
 ScoreTable = Mapping[str, Mapping[str, float | None]]
 """Score name -> variant -> value (None where the score is undefined, never a silent 0)."""
+
+PRIMARY_VARIANTS = ("top_and_random", "all")
+"""The variants that summarize a score: the paper's top-and-random pooling, or 'all' for scorers whose
+examples are not cut into top and random (detection, fuzzing, intruder)."""
+
+
+def primary_variant(variants: Iterable[str]) -> str | None:
+    """The variant a score is summarized by when none is named (the first of PRIMARY_VARIANTS it has, else
+    its first variant)."""
+    found = list(variants)
+    return next((v for v in PRIMARY_VARIANTS if v in found), found[0] if found else None)
+
 
 def _empty() -> ScoringSet:
     return ScoringSet(top=[], random=[])

@@ -39,7 +39,7 @@ from neuroscribe.results import (
     ScoredSimulation,
     WeightBasedSummaryOfNeuron,
 )
-from neuroscribe.scorers import ScoreTable
+from neuroscribe.scorers import ScoreTable, primary_variant
 from neuroscribe.scoring import METRICS
 from neuroscribe.viewer.sources import Collection, MethodFindings, UnitSources, open_source
 
@@ -48,7 +48,8 @@ MARKER = ".neuroscribe-viewer"
 
 ASSETS = ("viewer.css", "index.js", "unit.js")
 LEADERBOARD_PAGE = "leaderboard.html"
-VARIANT_LABELS = {"top_and_random": "top and random", "top_only": "top only", "random_only": "random only"}
+VARIANT_LABELS = {"top_and_random": "top and random", "top_only": "top only", "random_only": "random only",
+                  "all": "all"}
 CORRELATION = "ev_correlation"
 """The simulation scorer's headline: the only score the index presents as a correlation."""
 
@@ -262,8 +263,9 @@ def _index_rows(unit_number: int, methods: Sequence[MethodFindings],
         status = outcome.status if outcome is not None else "ok"
         text = outcome.reason if outcome is not None and outcome.status == "failed" else (
             explanation[0] if explanation else "")
+        main = primary_variant(scores) or "top_and_random"  # 'all' for scorers that do not cut top from random
         rows.append([unit_number, method_numbers[findings.method_id],
-                     *(_number(scores.get(variant)) for variant in VARIANT_LABELS), status, text])
+                     *(_number(scores.get(variant)) for variant in (main, "top_only", "random_only")), status, text])
     return rows
 
 
