@@ -6,6 +6,9 @@ import pytest
 from neuroscribe.errors import ConfigError
 from neuroscribe.experiments.collection import EMBEDDED_MODEL_WARNING
 from neuroscribe.experiments.leaderboard import build_leaderboard
+from neuroscribe.experiments.store import RunStore, UnitOutcome
+from neuroscribe.records import NeuronId, UnitId
+from neuroscribe.results import ExplanationScores
 
 
 def test_identical_methods_tie(synthetic_run):
@@ -92,3 +95,48 @@ def test_rank_by_any_named_score_and_variant(synthetic_run):
     assert by_random_only.rows[0].score.mean == pytest.approx(0.2)  # the helpers' random-only is half the main
     with pytest.raises(ConfigError, match="has a score 'detection'; scores found: ev_correlation"):
         build_leaderboard([run], score="detection.auc")
+
+
+def test_every_source_under_every_scorer_on_each_columns_common_units(tmp_path):
+    def outcome(index: int, name: str, value: float | None, **more: float) -> UnitOutcome:
+        unit = UnitId(0, index)
+        if value is None:
+            return UnitOutcome(unit=unit, status="failed", stage="parse", reason="prose")
+        variants = {"all": value, **more}
+        return UnitOutcome(unit=unit, status="ok", explanation="x", scores=variants, named_scores={name: variants},
+                           headline=name)
+
+    table = {  # method -> (score name, per-unit values); b fails detection on unit 2, so detection rests on 0, 1
+        "a+detection": ("detection_balanced_accuracy", [0.9, 0.7, 0.2]),
+        "b+detection": ("detection_balanced_accuracy", [0.5, 0.5, None]),
+        "a+fuzzing": ("fuzzing_balanced_accuracy", [0.6, 0.6, 0.6]),
+        "intruder": ("intruder_accuracy", [1.0, 0.0, 0.5]),
+    }
+    store = RunStore(tmp_path / "run")
+    store.create()
+    store.write_manifest({"config": {"name": "grid", "records": {}}, "config_hash": "grid", "methods": list(table),
+                          "controls": ["b+detection"], "backends": {"default": {"type": "openai", "model": "m"}}})
+    for method, (name, values) in table.items():
+        for index, value in enumerate(values):
+            more = {"chance": 0.25} if method == "intruder" else {}
+            done = outcome(index, name, value, **more)
+            result = None if value is None else ExplanationScores(
+                neuron_id=NeuronId.from_unit(done.unit), explanation="x", scorer=method.rpartition("+")[2],
+                scores=dict(done.named_scores), examples=[])
+            store.append(method, done, result)
+    board = build_leaderboard([store.path], score="detection_balanced_accuracy")
+    grid = board.grid
+    assert grid.sources == ("a", "b") and grid.controls == {"b"}
+    detection, fuzzing = grid.columns
+    assert (detection.scorer, detection.score) == ("detection", "detection_balanced_accuracy.all")
+    assert detection.n_common == 2
+    assert detection.cells["a"].estimate.mean == pytest.approx(0.8)  # units 0 and 1 only (0.6 over all three)
+    assert detection.cells["a"].n_scored == 3 and detection.cells["b"].n_scored == 2
+    assert fuzzing.n_common == 3 and "b" not in fuzzing.cells
+    (intruder,) = grid.unit_properties
+    assert intruder.variants["all"].mean == pytest.approx(0.5) and intruder.variants["chance"].mean == 0.25
+    markdown = board.to_markdown()
+    assert "| source | detection: detection_balanced_accuracy.all (on 2 common units) | fuzzing:" in markdown
+    assert "| b (control) | 0.500 [0.500, 0.500] (scored 2 / 3) | not run |" in markdown
+    assert "intruder: intruder_accuracy over 3 / 3 units: all 0.500" in markdown and "chance 0.250" in markdown
+    assert "Every source under every scorer" in board.to_html()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from neuroscribe.errors import ConfigError
 from neuroscribe.experiments.collection import EMBEDDED_MODEL_WARNING, MethodOutcomes, UnitKey, load_runs
+from neuroscribe.experiments.scorer_grid import ScorerGrid, build_grid, format_estimate
+from neuroscribe.scorers import primary_variant
 from neuroscribe.scoring import Estimate, PairedComparison, bootstrap_mean, paired_test
 
 DEFAULT_MIN_COVERAGE = 0.9
@@ -27,17 +29,18 @@ class ScoreKey:
     """Which number ranks methods: a score name and one of its variants (`NAME[.variant]` on the command line)."""
 
     name: str
-    variant: str = "top_and_random"
+    variant: str | None = None
+    """None: the score's primary variant (top-and-random, or all)."""
 
     @classmethod
     def parse(cls, text: str) -> ScoreKey:
         name, _, variant = text.strip().partition(".")
         if not name:
             raise ConfigError(f"--score {text!r}: give a score name, e.g. ev_correlation or ev_correlation.random_only")
-        return cls(name, variant or "top_and_random")
+        return cls(name, variant or None)
 
     def __str__(self) -> str:
-        return f"{self.name}.{self.variant}"
+        return self.name if self.variant is None else f"{self.name}.{self.variant}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +80,8 @@ class Leaderboard:
     runs: tuple[str, ...]
     models: tuple[str, ...]
     notes: tuple[str, ...]
+    grid: ScorerGrid
+    """Every explanation source under every scorer of the runs (not only the ranked score)."""
 
     def _header(self) -> list[str]:
         return ["rank", "method", f"mean on the {self.n_common} common units (95% CI)",
@@ -98,7 +103,14 @@ class Leaderboard:
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         lines += ["| " + " | ".join(_cells(row, self.min_coverage)) + " |" for row in self.rows]
-        lines += ["", _explanation_of_columns()]
+        lines += ["", _explanation_of_columns(), ""]
+        lines += ["## Every source under every scorer", "", GRID_NOTE, ""]
+        lines.append("| " + " | ".join(self.grid.header()) + " |")
+        lines.append("|" + "---|" * len(self.grid.header()))
+        lines += ["| " + " | ".join(row) + " |" for row in self.grid.rows()]
+        if self.grid.unit_properties:
+            lines += ["", "Properties of the units (no explanation judged):", ""]
+            lines += [f"- {line}" for line in self.grid.property_lines()]
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
@@ -109,6 +121,10 @@ class Leaderboard:
             for row in self.rows
         )
         notes = "".join(f"<p class=\"note\">{html.escape(note)}</p>" for note in self.notes)
+        grid_head = "".join(f"<th>{html.escape(h)}</th>" for h in self.grid.header())
+        grid_body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                            for row in self.grid.rows())
+        properties = "".join(f"<li>{html.escape(line)}</li>" for line in self.grid.property_lines())
         return (
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>neuroscribe leaderboard</title><style>"
             "body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse}"
@@ -119,8 +135,19 @@ class Leaderboard:
             f"<p>Runs: {html.escape(', '.join(self.runs))}<br>Models: {html.escape('; '.join(self.models))}</p>"
             f"<p>{html.escape(self._summary())}</p>"
             f"{notes}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"<p>{html.escape(_explanation_of_columns())}</p></body></html>\n"
+            f"<p>{html.escape(_explanation_of_columns())}</p>"
+            f"<h2>Every source under every scorer</h2><p>{html.escape(GRID_NOTE)}</p>"
+            f"<table class=\"grid\"><thead><tr>{grid_head}</tr></thead><tbody>{grid_body}</tbody></table>"
+            + (f"<p>Properties of the units (no explanation judged):</p><ul>{properties}</ul>" if properties else "")
+            + "</body></html>\n"
         )
+
+
+GRID_NOTE = (
+    "Each column is one scorer's headline score; within a column every source is averaged over the units all "
+    "of that column's sources scored (its common units), with a 95% bootstrap interval. Columns may rest on "
+    "different units: compare down a column, and across a row only with each column's unit count in mind."
+)
 
 
 def _explanation_of_columns() -> str:
@@ -142,7 +169,7 @@ def _interval(low: float | None, high: float | None) -> str:
 
 
 def _estimate(estimate: Estimate | None) -> str:
-    return "" if estimate is None else _fmt(estimate.mean) + _interval(estimate.low, estimate.high)
+    return "" if estimate is None else format_estimate(estimate)
 
 
 def _cells(row: LeaderboardRow, min_coverage: float) -> list[str]:
@@ -236,6 +263,9 @@ def build_leaderboard(run_dirs: Sequence[str | Path], seed: int = 0, *, score: s
     collection = load_runs(run_dirs)
     key = ScoreKey.parse(score) if isinstance(score, str) else (score or default_score(collection.methods))
     having = [m for m in collection.methods if key.name in m.score_names()]
+    if key.variant is None:  # name the variant ranked by, so the table says what it shows
+        variants = dict.fromkeys(v for m in having for v in m.score_names()[key.name])
+        key = ScoreKey(key.name, primary_variant(variants))
     notes = list(collection.notes)
     if collection.uses_embedded_model:
         notes.insert(0, EMBEDDED_MODEL_WARNING)
@@ -251,4 +281,4 @@ def build_leaderboard(run_dirs: Sequence[str | Path], seed: int = 0, *, score: s
         notes.append("methods were attempted on different numbers of units; the ranking uses the common units")
     return Leaderboard(rows=tuple(rows), best=best, score=key, n_common=n_common, min_coverage=min_coverage,
                        runs=tuple(str(p) for p in collection.run_dirs), models=tuple(collection.models),
-                       notes=tuple(notes))
+                       notes=tuple(notes), grid=build_grid(collection.methods, seed=seed))
