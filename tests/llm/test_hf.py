@@ -7,6 +7,8 @@ the backend's batching, prefix reuse and tree-attention code.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from neuroscribe.errors import CapabilityError, ConfigError
-from neuroscribe.llm import BACKENDS, create_backend
+from neuroscribe.llm import BACKENDS, create_backend, hf_schema
 from neuroscribe.llm.base import (
     BackendSpec,
     Capability,
@@ -198,8 +200,41 @@ async def test_chat_goes_through_the_chat_template(embedded_backend: HFBackend, 
     assert completion.text.strip()
 
 
-async def test_json_schema_is_a_missing_capability(embedded_backend: HFBackend) -> None:
-    with pytest.raises(CapabilityError, match="JSON schema"):
+PAIRS_SCHEMA = json.dumps({"type": "array", "minItems": 2, "maxItems": 2, "prefixItems": [
+    {"type": "array", "minItems": 2, "maxItems": 2, "prefixItems": [{"const": token}, {"enum": list(range(11))}]}
+    for token in ("Paris", ' "quoted"\n')]})
+
+
+async def test_json_schema_holds_the_reply_and_logprobs_stay_the_models(embedded_backend: HFBackend) -> None:
+    """The grammar decides what is written; the log-probabilities returned are the unmasked model's: the first
+    position's alternatives equal those of the same prompt without a schema."""
+    prompt = "Rate each word from 0 to 10:"
+    constrained, plain, stopped = await asyncio.gather(
+        embedded_backend.complete(CompletionRequest(prompt=prompt, sampling=SamplingParams(max_tokens=40),
+                                                    top_logprobs=5, json_schema=PAIRS_SCHEMA)),
+        embedded_backend.complete(CompletionRequest(prompt=prompt, sampling=SamplingParams(max_tokens=1),
+                                                    top_logprobs=5)),
+        # a stop string that ends a row before its grammar does must not fail the batch
+        embedded_backend.complete(CompletionRequest(prompt=prompt, sampling=SamplingParams(max_tokens=40, stop=("P",)),
+                                                    json_schema=PAIRS_SCHEMA)),
+    )
+    answer = json.loads(constrained.text)
+    assert [token for token, _ in answer] == ["Paris", ' "quoted"\n'] and all(0 <= v <= 10 for _, v in answer)
+    assert constrained.choices[0].finish_reason == "stop"
+    logprobs, reference = constrained.choices[0].logprobs, plain.choices[0].logprobs
+    assert logprobs is not None and reference is not None
+    assert "".join(entry.token for entry in logprobs) == constrained.text
+    assert logprobs[0].top == reference[0].top
+    assert any(math.isfinite(value) and not constrained.text.startswith(token) for token, value in logprobs[0].top)
+    assert stopped.text == '[["'
+
+
+async def test_json_schema_refusals(embedded_backend: HFBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="json_schema cannot be compiled"):
+        await embedded_backend.complete(CompletionRequest(prompt="{", json_schema='{"type": "no such type"}'))
+    monkeypatch.setattr(hf_schema, "available", lambda: False)
+    assert Capability.JSON_SCHEMA not in embedded_backend.capabilities
+    with pytest.raises(CapabilityError, match=r"neuroscribe\[schema\]"):
         await embedded_backend.complete(CompletionRequest(prompt="{", json_schema='{"type": "object"}'))
 
 

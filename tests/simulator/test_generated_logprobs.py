@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -224,6 +225,70 @@ async def test_several_excerpts_per_request_split_back_to_their_callers() -> Non
     # sequential calls are not held back waiting for company
     await sim.simulate("x", excerpts[0])
     assert len(backend.requests) == 4
+
+
+def schema_excerpts(request: CompletionRequest) -> list[list[str]]:
+    """The tokens a constrained reply must copy, read from the request's schema (one excerpt or a list)."""
+    assert request.json_schema is not None
+    schema = json.loads(request.json_schema)
+    lists = schema["prefixItems"]
+    if "const" in lists[0]["prefixItems"][0]:
+        lists = [schema]
+    for excerpt in lists:
+        assert excerpt["minItems"] == excerpt["maxItems"] == len(excerpt["prefixItems"])
+        for pair in excerpt["prefixItems"]:
+            assert pair["prefixItems"][1] == {"enum": list(range(11))} and pair["minItems"] == pair["maxItems"] == 2
+    return [[pair["prefixItems"][0]["const"] for pair in excerpt["prefixItems"]] for excerpt in lists]
+
+
+def writing_json(values_of: Callable[[list[str]], Sequence[int]]) -> Callable[[CompletionRequest], Completion]:
+    """A backend's grammar holding a model to the schema: tokens copied as JSON strings, values certain,
+    "10" split into "1", "0"."""
+    def respond(request: CompletionRequest) -> Completion:
+        excerpts = schema_excerpts(request)
+        pieces = [piece("[")] if len(excerpts) > 1 else []
+        for e, tokens in enumerate(excerpts):
+            pieces += [piece(", ")] if e else []
+            pieces.append(piece("["))
+            for i, (token, value) in enumerate(zip(tokens, values_of(tokens), strict=True)):
+                pieces += [piece(", " if i else ""), piece('["'), piece(json.dumps(token)[1:-1]), piece('", '),
+                           *value_pieces(value), piece("]")]
+            pieces.append(piece("]"))
+        pieces += [piece("]")] if len(excerpts) > 1 else []
+        return reply(pieces)
+
+    return respond
+
+
+async def test_constrained_replies_copy_every_token_by_schema_and_read_back_exactly() -> None:
+    hostile = [*ADVERSARIAL, '"', "\\", '", 3]', "[["]
+    truth = [*TRUTH, 6, 10, 8, 0]
+    backend = ScriptedBackend(writing_json(lambda tokens: truth[:len(tokens)]))
+    simulation = await simulator(backend, constrained=True).simulate("cities", hostile)
+    assert simulation.tokens == hostile
+    assert simulation.expected_activations == pytest.approx([float(v) for v in truth])
+    request = backend.requests[0]
+    assert schema_excerpts(request) == [hostile]
+    assert request.sampling.stop == ("\n\n\n",) and request.top_logprobs == 20
+    assert request.messages is not None and "JSON list" in request.messages[0].content
+    # the worked examples show the format the schema holds the reply to
+    json.loads(request.messages[2].content)
+
+    grouped = ScriptedBackend(writing_json(by_first_token))
+    excerpts = [[f" e{k}", f" t{k}a", "\n"] for k in range(3)]
+    sim = simulator(grouped, constrained=True, excerpts_per_request=3, prompt_format="completion")
+    simulations = await asyncio.gather(*(sim.simulate("x", tokens) for tokens in excerpts))
+    assert len(grouped.requests) == 1 and schema_excerpts(grouped.requests[0]) == excerpts
+    for k, simulation in enumerate(simulations):
+        assert simulation.expected_activations == pytest.approx([float((k + i) % 11) for i in range(3)])
+    prompt = grouped.requests[0].prompt
+    assert prompt is not None and prompt.endswith("Answer:\n")
+    assert_golden("simulator/generated_logprobs_constrained_completion.txt", prompt)
+
+    unconstrained = ScriptedBackend(writing_json(by_first_token),
+                                    capabilities=frozenset(Capability) - {Capability.JSON_SCHEMA})
+    with pytest.raises(CapabilityError, match="JSON schema"):
+        create_simulator(NAME, unconstrained, {"constrained": True})
 
 
 async def test_one_bad_excerpt_in_a_shared_request_fails_alone() -> None:

@@ -115,6 +115,9 @@ async def test_generated_logprobs_simulator_in_process_on_the_embedded_model(rea
         results = await check_real_model(backend, {"n_worked_examples": 1, "max_tokens_per_token": 6},
                                          "names of cities", excerpts)
         await check_reading_on_a_pattern(backend)
+        constrained = await check_real_model(backend, {"n_worked_examples": 1, "constrained": True},
+                                             "names of cities", excerpts)
     finally:
         await backend.aclose()
     assert len(results) == 2
+    assert all(isinstance(r, SequenceSimulation) for r in constrained), constrained

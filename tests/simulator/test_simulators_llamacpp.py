@@ -13,7 +13,7 @@ import pytest
 from generated_logprobs_checks import check_reading_on_a_pattern, check_real_model
 
 from neuroscribe.llm.llamacpp import LlamaCppBackend
-from neuroscribe.results import ActivationScale
+from neuroscribe.results import ActivationScale, SequenceSimulation
 from neuroscribe.simulator import create_simulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]  # where the server's client lives
@@ -55,3 +55,16 @@ async def test_generated_logprobs_simulator_over_a_llamacpp_server(llamacpp_serv
                                      "names of cities", excerpts)
     assert len(results) == 2
     await check_reading_on_a_pattern(llamacpp_server)
+
+
+@pytest.mark.parametrize(("prompt_format", "per_request"), [("chat", 2), ("completion", 1)])
+async def test_constrained_generated_logprobs_simulate_every_excerpt_over_a_llamacpp_server(
+        llamacpp_server: LlamaCppBackend, prompt_format: str, per_request: int) -> None:
+    """The server's grammar copies the tokens (JSON schema over HTTP): the tiny model only chooses values.
+    (As a completion, the tiny model idles in the whitespace the grammar allows after a first excerpt's
+    list instead of starting the next, so that layout asks one excerpt at a time.)"""
+    excerpts = [TOKENS, ["She", " said", " \"Oslo\"", "\t", "."]]
+    options = {"constrained": True, "excerpts_per_request": per_request, "n_worked_examples": 1,
+               "prompt_format": prompt_format}
+    results = await check_real_model(llamacpp_server, options, "names of cities", excerpts)
+    assert all(isinstance(r, SequenceSimulation) for r in results), results

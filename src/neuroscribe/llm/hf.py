@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from neuroscribe.assets import EMBEDDED_MODEL, resolve_model_path
 from neuroscribe.errors import BackendError, CapabilityError, ConfigError, NeuroscribeError
-from neuroscribe.llm import BACKENDS
+from neuroscribe.llm import BACKENDS, hf_schema
 from neuroscribe.llm.base import (
     BackendSpec,
     Capability,
@@ -271,6 +271,7 @@ class HFBackend:
         self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
+        self._schemas: hf_schema.SchemaCompiler | None = None
 
     @classmethod
     def from_spec(cls, spec: BackendSpec, options: HFOptions) -> Self:
@@ -292,7 +293,11 @@ class HFBackend:
             Capability.PROMPT_DISTRIBUTIONS,
             Capability.SEED,
         }
-        return frozenset(always | ({Capability.CHAT} if self._has_chat_template else set()))
+        if self._has_chat_template:
+            always.add(Capability.CHAT)
+        if hf_schema.available():
+            always.add(Capability.JSON_SCHEMA)
+        return frozenset(always)
 
     @property
     def context_length(self) -> int:
@@ -311,8 +316,9 @@ class HFBackend:
         return len(self._encode(text))
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        if request.json_schema is not None:
-            raise CapabilityError(f"backend {self.name!r} cannot constrain output to a JSON schema")
+        if request.json_schema is not None and not hf_schema.available():
+            raise CapabilityError(f"backend {self.name!r} constrains output to a JSON schema only with xgrammar "
+                                  "installed: pip install 'neuroscribe[schema]'")
         if request.messages is not None and not self._has_chat_template:
             raise CapabilityError(f"backend {self.name!r}: the model's tokenizer has no chat template")
         loop = asyncio.get_running_loop()
@@ -705,7 +711,8 @@ class HFBackend:
                 continue
             sampling = job.request.sampling
             new_tokens = max(1, min(sampling.max_tokens, self._context_length - len(ids)))
-            key = (id(job),) if sampling.temperature > 0 else (new_tokens, sampling.stop, job.request.top_logprobs)
+            key = ((id(job),) if sampling.temperature > 0
+                   else (new_tokens, sampling.stop, job.request.top_logprobs, job.request.json_schema is not None))
             groups.setdefault(key, []).append((job, ids))
         for members in groups.values():
             for first in range(0, len(members), self._max_batch_size):
@@ -725,7 +732,7 @@ class HFBackend:
         the padding is masked out, and position ids follow the mask, so each row sees exactly its prompt.
         """
         import torch
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, LogitsProcessorList
 
         request, sampling = chunk[0][0].request, chunk[0][0].request.sampling
         sample = sampling.temperature > 0
@@ -753,6 +760,11 @@ class HFBackend:
         attention = torch.tensor(
             [[1] * start + [0] * gap + [1] * (len(ids) - start) for ids, gap in zip(rows, gaps, strict=True)]
         )
+        constraint = None
+        if request.json_schema is not None:  # a group either has schemas in every row or in none
+            compiler = self._schema_compiler()
+            constraint = LogitsProcessorList([compiler.constraint(
+                [compiler.compile(str(job.request.json_schema)) for job, _ in chunk for _ in range(copies)])])
         with torch.random.fork_rng(devices=[self._device] if self._device.type == "cuda" else []):
             torch.manual_seed(sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(4), "big"))
             output = self._model.generate(
@@ -761,6 +773,7 @@ class HFBackend:
                 past_key_values=self._cache(past, len(rows)) if past is not None else None,
                 generation_config=config,
                 tokenizer=self._tokenizer if sampling.stop else None,
+                logits_processor=constraint,
             )
         generated = output.sequences[:, start + width :].tolist()
         step_logprobs = [torch.log_softmax(step.float(), dim=-1) for step in output.logits] if output.logits else []
@@ -788,6 +801,12 @@ class HFBackend:
                 )
             )
         return completions
+
+    def _schema_compiler(self) -> hf_schema.SchemaCompiler:
+        if self._schemas is None:
+            vocab_size = int(self._model.get_output_embeddings().weight.shape[0])
+            self._schemas = hf_schema.SchemaCompiler(self._tokenizer, vocab_size)
+        return self._schemas
 
     def _choice(
         self, tokens: list[int], index: int, step_logprobs: list[torch.Tensor], request: CompletionRequest

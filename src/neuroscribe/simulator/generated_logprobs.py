@@ -21,6 +21,12 @@ their characters, rewritten tokens are matched in order, and missing tokens get 
 the raw text. Several excerpts can share one request (`excerpts_per_request`): concurrent `simulate`
 calls with the same explanation are grouped, and the reply is aligned against all of them at once,
 so no header or marker has to survive for the split to work.
+
+Small models cannot copy an excerpt (SmolLM2-135M repeats one token), so with `constrained = true` the
+reply is JSON, `[[token, value], ...]` per excerpt, held by a JSON schema whose every token is a
+constant: the backend's grammar writes the tokens, the model chooses only the values, and the values'
+log-probabilities are read exactly as in the text layout (the mask changes what is sampled, not the
+log-probabilities returned, on backends that report them before constraints: in process, llama.cpp).
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import difflib
+import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -73,8 +80,15 @@ ASK = (
     f"{formatting.START} and {formatting.END} lines; when there are several excerpts, answer each in order."
 )
 
+ASK_JSON = (
+    "To predict an excerpt, answer with a JSON list holding, for each of its tokens in order, a pair: the "
+    "token exactly as shown and the predicted activation, a whole number from 0 to 10. When there are several "
+    "excerpts, answer with a list of such lists, one per excerpt, in order."
+)
+
 _VALUE = re.compile(r"[ \t]*(\d+)[ \t\r]*")
 _DIGITS = re.compile(r"\d+")
+_PAIR = re.compile(r'\[\s*("(?:[^"\\]|\\.)*")\s*,\s*(\d+)\s*\]')
 _N_VALUES = len(formatting.VALUE_CANDIDATES)
 
 
@@ -89,6 +103,10 @@ class GeneratedLogprobsOptions(SimulatorOptions):
     More per request shares the instructions and worked examples, at the cost of longer replies."""
     max_tokens_per_token: int = 10
     """Generation budget per excerpt token, in tokens (one `token<TAB>value` line is about 3-7)."""
+    constrained: bool = False
+    """Reply as JSON `[[token, value], ...]` held by a JSON schema to copy every token exactly, so the model
+    writes only the values; needs a backend with JSON-schema output (in process with xgrammar, llama.cpp,
+    vLLM). For models too small to copy an excerpt; stronger models can answer in the text layout."""
     alignment_tolerance: float = 0.2
     """Largest share of an excerpt's tokens that may be missing from the reply, answered under other text,
     or outnumbered by extra lines, together; beyond it the reply is a ParseError."""
@@ -115,34 +133,55 @@ def question(explanation: str, excerpts: Sequence[Sequence[str]]) -> str:
     return "\n".join([explanation_line(explanation), "\n\n".join(blocks)])
 
 
-def answer(tokens: Sequence[str], values: Sequence[int]) -> str:
+def answer(tokens: Sequence[str], values: Sequence[int], constrained: bool) -> str:
+    if constrained:
+        return json.dumps([[token, value] for token, value in zip(tokens, values, strict=True)], ensure_ascii=False)
     return "\n".join([formatting.START, *formatting.activation_lines(tokens, values), formatting.END])
 
 
-def worked_examples(n: int) -> list[tuple[str, str]]:
+def answer_schema(excerpts: Sequence[Sequence[str]]) -> str:
+    """Every token a constant, every value one of 0..10: one excerpt's list of pairs, or a list of them."""
+    def exactly(items: list[dict[str, Any]]) -> dict[str, Any]:
+        # the length bounds, not `"items": false`, close the list: llama.cpp's chat parser rejects a boolean schema
+        return {"type": "array", "prefixItems": items, "minItems": len(items), "maxItems": len(items)}
+
+    value = {"enum": list(range(len(formatting.VALUE_CANDIDATES)))}
+    lists = [exactly([exactly([{"const": token}, value]) for token in tokens]) for tokens in excerpts]
+    return json.dumps(lists[0] if len(lists) == 1 else exactly(lists), ensure_ascii=False)
+
+
+def worked_examples(n: int, constrained: bool) -> list[tuple[str, str]]:
     """(question, answer) for the first n shared worked examples: the answer format shown, not just described."""
-    return [(question(ex.explanation, [ex.tokens]), answer(ex.tokens, ex.values))
+    return [(question(ex.explanation, [ex.tokens]), answer(ex.tokens, ex.values, constrained))
             for ex in formatting.WORKED_EXAMPLES[:n]]
 
 
 def build_request(explanation: str, excerpts: Sequence[Sequence[str]], n_worked_examples: int,
                   fmt: Literal["chat", "completion"], options: GeneratedLogprobsOptions) -> CompletionRequest:
     max_tokens = sum(REPLY_SLACK_TOKENS + options.max_tokens_per_token * len(tokens) for tokens in excerpts)
-    # One excerpt ends at its <end> line (an excerpt token "<end>" is followed by a tab, not a newline);
-    # several end where a completion model would start a new example.
-    stop = (f"\n{formatting.END}\n",) if len(excerpts) == 1 else ("Explanation:",)
+    constrained = options.constrained
+    # A constrained reply ends with its schema, but llama.cpp's schema grammar allows any run of whitespace
+    # between items, where a small model can idle until max_tokens: a blank run ends it. One excerpt in text
+    # ends at its <end> line (an excerpt token "<end>" is followed by a tab, not a newline); several end where
+    # a completion model would start a new example.
+    stop = (("\n\n\n",) if constrained else (f"\n{formatting.END}\n",) if len(excerpts) == 1
+            else ("Explanation:",))
     sampling = SamplingParams(temperature=0.0, max_tokens=max_tokens, stop=stop)
-    examples = worked_examples(n_worked_examples)
+    schema = answer_schema(excerpts) if constrained else None
+    ask = ASK_JSON if constrained else ASK
+    examples = worked_examples(n_worked_examples, constrained)
     if fmt == "chat":
-        messages = [Message(role="system", content=f"{INSTRUCTIONS} {ASK}")]
+        messages = [Message(role="system", content=f"{INSTRUCTIONS} {ask}")]
         for example_question, example_answer in examples:
             messages += [Message(role="user", content=example_question),
                          Message(role="assistant", content=example_answer)]
         messages.append(Message(role="user", content=question(explanation, excerpts)))
-        return CompletionRequest(messages=tuple(messages), sampling=sampling, top_logprobs=options.top_logprobs)
+        return CompletionRequest(messages=tuple(messages), sampling=sampling, top_logprobs=options.top_logprobs,
+                                 json_schema=schema)
     shown = "".join(f"{q}\nAnswer:\n{a}\n\n" for q, a in examples)
-    prompt = f"{INSTRUCTIONS} {ASK}\n\n{shown}{question(explanation, excerpts)}\nAnswer:\n{formatting.START}\n"
-    return CompletionRequest(prompt=prompt, sampling=sampling, top_logprobs=options.top_logprobs)
+    opening = "" if constrained else f"{formatting.START}\n"
+    prompt = f"{INSTRUCTIONS} {ask}\n\n{shown}{question(explanation, excerpts)}\nAnswer:\n{opening}"
+    return CompletionRequest(prompt=prompt, sampling=sampling, top_logprobs=options.top_logprobs, json_schema=schema)
 
 
 def prompt_tokens(backend: Backend, request: CompletionRequest) -> int:
@@ -208,12 +247,32 @@ def value_distribution(logprobs: Sequence[TokenLogprob], index: int, within: int
     return [m / total for m in mass] if total > 0 else None
 
 
-def read_lines(choice: Choice) -> tuple[list[ReplyLine], list[str]]:
-    """Every `token<TAB>value` line of the generated text with its value distribution, and notes.
+def _lines(text: str) -> Iterator[tuple[str, int, str]]:
+    """(token as shown, offset of the value's first digit, value) per `token<TAB>value` line; lines without
+    a tab and a whole number after it (markers, prose, "unknown") are skipped."""
+    offset = 0
+    for line in text.split("\n"):
+        tab = line.rfind("\t")
+        match = _VALUE.fullmatch(line, tab + 1) if tab >= 0 else None
+        if match is not None:
+            yield line[:tab], offset + match.start(1), match.group(1)
+        offset += len(line) + 1
 
-    The text is the concatenation of the generated tokens (so positions map to tokens exactly); lines
-    without a tab and a whole number 0..10 after it (markers, prose, "unknown") are skipped.
-    """
+
+def _pairs(text: str) -> Iterator[tuple[str, int, str]]:
+    """The same per `[token, value]` pair of a JSON reply, the token shown as in the text layout."""
+    for match in _PAIR.finditer(text):
+        try:
+            token = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            continue
+        yield formatting.render_token(token), match.start(2), match.group(2)
+
+
+def read_lines(choice: Choice, constrained: bool = False) -> tuple[list[ReplyLine], list[str]]:
+    """Every `token<TAB>value` line (or JSON `[token, value]` pair) of the generated text with its value
+    distribution, and notes. The text is the concatenation of the generated tokens, so positions map to
+    tokens exactly; values outside 0..10 are skipped."""
     if not choice.logprobs:
         raise ParseError("the backend returned no logprobs for the generated reply", raw_text=choice.text)
     logprobs = choice.logprobs
@@ -226,23 +285,20 @@ def read_lines(choice: Choice) -> tuple[list[ReplyLine], list[str]]:
     if text != choice.text:
         notes.append("the generated tokens do not spell the reply text exactly; read the tokens")
     lines: list[ReplyLine] = []
-    offset = 0
-    for line in text.split("\n"):
-        tab = line.rfind("\t")
-        match = _VALUE.fullmatch(line, tab + 1) if tab >= 0 else None
-        if match is not None and match.group(1) in formatting.VALUE_CANDIDATES:
-            digit_at = offset + match.start(1)
-            index = bisect.bisect_right(starts, digit_at) - 1
-            row = value_distribution(logprobs, index, digit_at - starts[index])
-            if row is None:
-                value = int(match.group(1))
-                notes.append(f"no value 0-10 among the top alternatives at line {len(lines) + 1}; used the "
-                             f"generated value {value}")
-                row = [1.0 if v == value else 0.0 for v in range(_N_VALUES)]
-            lines.append(ReplyLine(token=line[:tab], probabilities=tuple(row)))
-        offset += len(line) + 1
+    for token, digit_at, written in (_pairs if constrained else _lines)(text):
+        if written not in formatting.VALUE_CANDIDATES:
+            continue
+        index = bisect.bisect_right(starts, digit_at) - 1
+        row = value_distribution(logprobs, index, digit_at - starts[index])
+        if row is None:
+            value = int(written)
+            notes.append(f"no value 0-10 among the top alternatives at line {len(lines) + 1}; used the "
+                         f"generated value {value}")
+            row = [1.0 if v == value else 0.0 for v in range(_N_VALUES)]
+        lines.append(ReplyLine(token=token, probabilities=tuple(row)))
     if not lines:
-        raise ParseError("the reply has no token<TAB>value lines", raw_text=choice.text)
+        layout = "[token, value] pairs" if constrained else "token<TAB>value lines"
+        raise ParseError(f"the reply has no {layout}", raw_text=choice.text)
     return lines, notes
 
 
@@ -317,10 +373,10 @@ def align(excerpts: Sequence[Sequence[str]], answered: Sequence[str]) -> Alignme
     return Alignment(lines=lines, misfits=misfits)
 
 
-def read_reply(choice: Choice, excerpts: Sequence[Sequence[str]],
-               alignment_tolerance: float) -> tuple[list[list[list[float]] | ParseError], list[str]]:
+def read_reply(choice: Choice, excerpts: Sequence[Sequence[str]], alignment_tolerance: float,
+               constrained: bool = False) -> tuple[list[list[list[float]] | ParseError], list[str]]:
     """Per excerpt, the distribution over 0..10 at each token, or the ParseError that excerpt's answer is."""
-    reply, notes = read_lines(choice)
+    reply, notes = read_lines(choice, constrained)
     alignment = align(excerpts, [line.token for line in reply])
     results: list[list[list[float]] | ParseError] = []
     at = 0
@@ -390,6 +446,11 @@ class GeneratedLogprobsSimulator(PromptedSimulator[GeneratedLogprobsOptions]):
                 f"the generated-logprobs simulator needs logprobs of generated tokens, which backend "
                 f"{backend.name!r} lacks; use the 'json' simulator with it"
             )
+        if options.constrained and Capability.JSON_SCHEMA not in backend.capabilities:
+            raise CapabilityError(
+                f"constrained = true needs a backend that holds output to a JSON schema, which {backend.name!r} "
+                "cannot; install neuroscribe[schema] for in-process models, or use llama.cpp or vLLM"
+            )
         super().__init__(backend, options)
         self.format = resolve_format(options.prompt_format, backend)
         self._pending: dict[tuple[int, str], list[_Pending]] = {}
@@ -426,7 +487,8 @@ class GeneratedLogprobsSimulator(PromptedSimulator[GeneratedLogprobsOptions]):
         if not completion.choices:
             return [ParseError("the backend returned no answer", raw_text="") for _ in group]
         try:
-            results, notes = read_reply(completion.choices[0], group, self.options.alignment_tolerance)
+            results, notes = read_reply(completion.choices[0], group, self.options.alignment_tolerance,
+                                        self.options.constrained)
         except ParseError as error:
             return [error for _ in group]
         for note in notes:
