@@ -106,6 +106,7 @@ def test_registered_and_built_from_spec(embedded_checkpoint: Path, embedded_back
         Capability.GENERATED_LOGPROBS,
         Capability.PROMPT_DISTRIBUTIONS,
         Capability.SEED,
+        Capability.JSON_SCHEMA,  # xgrammar comes with the dev extra
     }
 
 
