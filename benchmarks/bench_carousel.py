@@ -108,7 +108,7 @@ async def main() -> None:
                                                  zip((n_neurons, n_excerpts, max_tokens), args.slow.split(","),
                                                      strict=True))
         neurons = load(DATA, n_neurons, n_excerpts, max_tokens)
-        options: dict[str, object] = {"max_tokens_per_token": 8, "reject_all_zero": False} if name == "json" else {}
+        options: dict[str, object] = {"max_tokens_per_token": 8} if name == "json" else {}
         simulator = create_simulator(name, backend, options)
         print(f"\n## {name} ({len(neurons)} neurons x {n_excerpts} excerpts x up to {max_tokens} tokens)")
         print("| neuron | vs paper simulator | vs truth | vs truth, mismatched explanation | paper sim vs truth |")

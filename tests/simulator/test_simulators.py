@@ -172,12 +172,13 @@ def test_bad_json_answers_are_rejected(answer: str, message: str) -> None:
     assert info.value.raw_text == answer
 
 
-async def test_all_zero_json_answer_is_flagged_unless_allowed() -> None:
-    backend = answering("[0, 0]")
-    with pytest.raises(ParseError, match="predicts 0 for every token"):
-        await create_simulator("json", backend, {}).simulate("x", ["a", "b"])
-    allowed = await create_simulator("json", backend, {"reject_all_zero": False}).simulate("x", ["a", "b"])
-    assert allowed.expected_activations == [0.0, 0.0]
+async def test_all_zero_json_answer_is_a_prediction_and_no_values_is_not() -> None:
+    zeros = await create_simulator("json", answering("[0, 0]"), {}).simulate("x", ["a", "b"])
+    assert zeros.expected_activations == [0.0, 0.0]
+    with pytest.raises(ParseError):
+        await create_simulator("json", answering("[]"), {}).simulate("x", ["a", "b"])
+    with pytest.raises(ConfigError, match="reject_all_zero"):  # the option is gone, not silently ignored
+        create_simulator("json", answering("[0, 0]"), {"reject_all_zero": True})
 
 
 def test_simulator_options_are_validated() -> None:

@@ -75,8 +75,7 @@ async def test_explain_simulate_and_score_a_real_record_with_every_method(
     methods = {
         "all_at_once": {},
         "one_at_a_time": {"n_worked_examples": 0},
-        "json": {"prompt_format": "completion", "n_worked_examples": 1, "max_tokens_per_token": 6,
-                 "reject_all_zero": False},
+        "json": {"prompt_format": "completion", "n_worked_examples": 1, "max_tokens_per_token": 6},
     }
     for name, options in methods.items():
         simulator = create_simulator(name, embedded_backend, options)

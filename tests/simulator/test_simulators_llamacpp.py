@@ -33,7 +33,7 @@ async def llamacpp_server() -> AsyncIterator[LlamaCppBackend]:
     ("name", "options"),
     [
         ("one_at_a_time", {"n_worked_examples": 0}),
-        ("json", {"reject_all_zero": False}),
+        ("json", {}),
         ("all_at_once", {}),
     ],
 )

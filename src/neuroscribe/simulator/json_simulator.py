@@ -51,8 +51,6 @@ class JsonSimulatorOptions(SimulatorOptions):
     """'chat', 'completion' or 'auto' (chat when the backend has it)."""
     min_token_match: float = 0.8
     """Share of the excerpt's tokens an answer must reproduce, in order, to be re-aligned instead of rejected."""
-    reject_all_zero: bool = True
-    """Raise ParseError for an answer that predicts 0 everywhere."""
     max_tokens_per_token: int = 16
     """Generation budget per excerpt token (one [token, value] pair is about 6-10 tokens)."""
 
@@ -218,6 +216,4 @@ class JsonSimulator(PromptedSimulator[JsonSimulatorOptions]):
         values, repairs = parse_answer(completion.text, tokens, self.options.min_token_match)
         for repair in repairs:
             log.info("json simulator: %s", repair)
-        if self.options.reject_all_zero and not any(values):
-            raise ParseError("the answer predicts 0 for every token (nothing to score)", raw_text=completion.text)
         return SequenceSimulation(tokens=list(tokens), expected_activations=values, activation_scale=scale)
