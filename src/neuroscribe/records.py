@@ -80,6 +80,11 @@ class ActivationRecord:
     tokens: list[str]
     activations: list[float]
 
+    def __post_init__(self) -> None:
+        if len(self.activations) != len(self.tokens):
+            raise DataError(f"the record has {len(self.tokens)} tokens but {len(self.activations)} activations; "
+                            "it needs one activation per token")
+
     @property
     def max_activation(self) -> float:
         return max(self.activations) if self.activations else 0.0

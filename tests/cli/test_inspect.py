@@ -128,6 +128,19 @@ def test_bad_files_give_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_pa
     assert err.startswith("neuroscribe inspect: error: ") and message in err and "bad.json" in err
 
 
+def test_a_record_whose_tokens_and_activations_differ_in_length_is_refused(
+        capsys: pytest.CaptureFixture[str], real_record_path: Path, tmp_path: Path) -> None:
+    data = json.loads(real_record_path.read_text())
+    data["random_sample"][7]["activations"].pop()
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps(data))
+    code, _, err = _inspect(capsys, str(path))
+    tokens = len(data["random_sample"][7]["tokens"])
+    assert code == 2
+    assert "short.json" in err and "random_sample[7]" in err
+    assert f"{tokens} tokens but {tokens - 1} activations" in err
+
+
 def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = _inspect(capsys, str(tmp_path / "nope.json"))
     assert code == 2 and "no such file" in err

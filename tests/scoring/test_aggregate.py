@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from itertools import pairwise
 from pathlib import Path
 
@@ -98,6 +99,11 @@ def test_pair_with_records_checks_tokens() -> None:
         pair_with_records([sim([0.0, 1.0])], [other])
     with pytest.raises(DataError, match="1 simulations for 2 scoring records"):
         pair_with_records([sim([0.0, 1.0])], [record, record])
+    unknown = ActivationRecord(tokens=["t0", "t1"], activations=[0.0, math.nan])  # a published null
+    with pytest.raises(DataError, match=r"excerpt 0: the true activation at token 1 \('t1'\) is nan"):
+        pair_with_records([sim([0.0, 1.0])], [unknown])
+    with pytest.raises(DataError, match="2 tokens but 1 activations"):
+        ActivationRecord(tokens=["t0", "t1"], activations=[0.0])
 
 
 CAROUSEL = Path(__file__).parents[1] / "data" / "refdata" / "paper" / "carousel_neurons.json"

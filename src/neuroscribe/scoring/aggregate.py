@@ -7,6 +7,7 @@ over-weight short excerpts). Per-excerpt scores are kept alongside, as in the pu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -95,4 +96,8 @@ def pair_with_records(simulations: Sequence[SequenceSimulation],
     for i, (simulation, record) in enumerate(zip(simulations, records, strict=True)):
         if simulation.tokens and list(simulation.tokens) != list(record.tokens):
             raise DataError(f"excerpt {i}: the simulation's tokens differ from the record's tokens")
+        bad = next((j for j, a in enumerate(record.activations) if not math.isfinite(a)), None)
+        if bad is not None:  # published files write NaN as null; a score over it would be NaN, not a number
+            raise DataError(f"excerpt {i}: the true activation at token {bad} ({record.tokens[bad]!r}) is "
+                            f"{record.activations[bad]}, so no score can use this excerpt")
     return [(simulation, record.activations) for simulation, record in zip(simulations, records, strict=True)]
