@@ -164,6 +164,22 @@ def test_normalization_edge_cases(activations: list[float], max_activation: floa
     assert normalize_activations(activations, max_activation) == expected
 
 
+def test_normalization_is_the_reference_formula_on_the_real_record(real_record_path: Path) -> None:
+    """floor(10 * relu(a) / max), max over the top excerpts, computed here in numpy from the raw JSON: the
+    levels must agree token for token on the real record (at the max exactly: 10)."""
+    import numpy as np
+
+    data = json.loads(real_record_path.read_text())
+    excerpts = data["most_positive_activation_records"] + data["random_sample"]
+    peak = max(max(r["activations"]) for r in data["most_positive_activation_records"])
+    for index, raw in enumerate(excerpts):
+        a = np.asarray(raw["activations"], dtype=np.float64)
+        reference = np.minimum(np.floor(10.0 * (np.maximum(a, 0.0) / peak)), 10).astype(int).tolist()
+        assert normalize_activations(raw["activations"], peak) == reference, index
+    levels = [v for raw in excerpts for v in normalize_activations(raw["activations"], peak)]
+    assert levels.count(10) >= 1 and 0 < levels.count(0) < len(levels) and len(set(levels)) == 11
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=False, width=32), max_size=30),
        st.floats(allow_nan=True, allow_infinity=True))
