@@ -20,8 +20,10 @@ from typing import Any
 
 MODEL = "loopback-model"
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-ECHO_TOP = {"1": math.log(0.5), "2": math.log(0.25), "x": math.log(0.125)}
-"""The echo format's top logprobs at every prompt position, so tests know the expected distribution."""
+def echo_top(position: int) -> dict[str, float]:
+    """The echo format's top logprobs at prompt token `position`: they differ from position to position, so a
+    reader that takes a neighbouring position's alternatives gets other numbers."""
+    return {str(position % 10): math.log(0.5), str((position + 1) % 10): math.log(0.25), "x": math.log(0.125)}
 
 
 @dataclass
@@ -61,7 +63,7 @@ def default_answer(path: str, body: dict[str, Any]) -> dict[str, Any]:
         choice["logprobs"] = {
             "tokens": tokens,
             "token_logprobs": [None] + [-1.0] * (len(tokens) - 1),
-            "top_logprobs": [None] + [dict(ECHO_TOP) for _ in tokens[1:]],
+            "top_logprobs": [None] + [echo_top(i) for i in range(1, len(tokens))],
             "text_offset": offsets,
         }
     return {"object": "text_completion", "model": body.get("model", MODEL), "choices": [choice], "usage": USAGE}

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from loopback_server import ECHO_TOP, MODEL, USAGE, LoopbackServer, Reply
+from loopback_server import MODEL, USAGE, LoopbackServer, Reply, echo_top
 from neuroscribe.errors import BackendError, CapabilityError, ConfigError
 from neuroscribe.llm import (
     BackendSpec,
@@ -142,20 +142,27 @@ async def test_echo_mode_on_a_server_without_echo_is_a_capability_error(llamacpp
 
 
 async def test_echo_format_reads_every_marked_position_in_one_request(loopback: LoopbackServer) -> None:
-    """The OpenAI legacy echo format (tokens, top_logprobs, text_offset), as vLLM also returns it."""
+    """The OpenAI legacy echo format (tokens, top_logprobs, text_offset), as vLLM also returns it. The server's
+    alternatives differ at every position, so reading a neighbouring position would give other numbers."""
     backend = OpenAIBackend(model=MODEL, base_url=loopback.base_url)
-    segments = (
+    segments = (  # the server's tokens: "a", "\t", "1" (position 2), "\n", "b", "\t", "unknown" (position 6)
         PromptSegment(text="a\t"),
         PromptSegment(text="1", read_distribution=True),
         PromptSegment(text="\nb\t"),
         PromptSegment(text="unknown", read_distribution=True),
     )
+    candidates = ("1", "2", "3", "6", "7", "10")
     completion = await backend.complete(
-        CompletionRequest(distributions=DistributionRequest(segments=segments, candidates=("1", "2", "3", "10")))
+        CompletionRequest(distributions=DistributionRequest(segments=segments, candidates=candidates))
     )
     assert backend._prompt_logprobs == "echo"
-    expected = (math.exp(ECHO_TOP["1"]), math.exp(ECHO_TOP["2"]), 0.0, 0.0)
-    assert completion.distributions == (pytest.approx(expected), pytest.approx(expected))
+
+    def expected(position: int) -> tuple[float, ...]:
+        top = echo_top(position)
+        return tuple(math.exp(top[c]) if c in top else 0.0 for c in candidates)
+
+    assert expected(2) == (0.0, 0.5, 0.25, 0.0, 0.0, 0.0) and expected(6) == (0.0, 0.0, 0.0, 0.5, 0.25, 0.0)
+    assert completion.distributions == (pytest.approx(expected(2)), pytest.approx(expected(6)))
     posts = [p for p in loopback.posts() if p.path.endswith("/completions")]
     assert len(posts) == 1 and posts[0].body["echo"] is True
 
