@@ -280,6 +280,17 @@ def test_a_class_own_validation_becomes_a_data_error_with_path() -> None:
         from_json_obj(data, TokenPairRecord, "pairs.json")
 
 
+def test_pair_shaped_records_tagged_as_activation_records_are_read_as_token_pairs() -> None:
+    """Published token-pair files tag each record 'ActivationRecord'; 3 tokens with 6 activations are pairs."""
+    pairs = {"dataclass_name": "ActivationRecord", "tokens": ["a", "b", "c"], "activations": [1.0] * 6}
+    decoded = from_json_obj(pairs, ActivationRecord, "pairs.json")
+    assert type(decoded) is TokenPairRecord and decoded.activation(2, 1) == 1.0
+    per_token = from_json_obj({**pairs, "activations": [1.0] * 3}, ActivationRecord, "tokens.json")
+    assert type(per_token) is ActivationRecord
+    with pytest.raises(DataError, match=r"odd\.json: at the top level: the record has 3 tokens but 4 activations"):
+        from_json_obj({**pairs, "activations": [1.0] * 4}, ActivationRecord, "odd.json")
+
+
 def test_file_level_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         load_json_file(tmp_path / "missing.json", NeuronRecord)

@@ -7,7 +7,7 @@ Plain dataclasses whose field names follow the published neuron-explainer JSON, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -84,6 +84,17 @@ class ActivationRecord:
         if len(self.activations) != len(self.tokens):
             raise DataError(f"the record has {len(self.tokens)} tokens but {len(self.activations)} activations; "
                             "it needs one activation per token")
+
+    @classmethod
+    def decoded_as(cls, fields: Mapping[str, object]) -> type[ActivationRecord]:
+        """The class a decoded record is built as: published token-pair files tag their records
+        'ActivationRecord', and pair-shaped activations (one per (query, key) pair of the lower triangle)
+        make such a record the `TokenPairRecord` it is."""
+        tokens, activations = fields.get("tokens"), fields.get("activations")
+        if (cls is ActivationRecord and isinstance(tokens, list) and isinstance(activations, list)
+                and len(tokens) > 1 and len(activations) == n_pairs(len(tokens))):
+            return TokenPairRecord
+        return cls
 
     @property
     def max_activation(self) -> float:

@@ -312,8 +312,9 @@ def _dataclass_decoder(cls: type) -> _Decoder:
         for name in required:
             if name not in kwargs:
                 raise _Invalid(_child(path, name), f"missing required field of {cls.__name__}")
+        decoded_as = getattr(cls, "decoded_as", None)  # a class may pick a subclass by content
         try:
-            return cls(**kwargs)
+            return (decoded_as(kwargs) if decoded_as is not None else cls)(**kwargs)
         except DataError as error:  # a class's own validation, e.g. TokenPairRecord's triangle size
             raise _Invalid(path, str(error)) from None
 

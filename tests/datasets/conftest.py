@@ -17,7 +17,7 @@ import pytest
 
 from neuroscribe.datasets import DATASETS, Artifact
 from neuroscribe.datasets.cache import DatasetCache
-from neuroscribe.records import ActivationRecord, NeuronId, NeuronRecord, n_pairs
+from neuroscribe.records import ActivationRecord, NeuronId, NeuronRecord, TokenPairRecord, n_pairs
 from neuroscribe.results import (
     ActivationScale,
     NeuronSimulationResults,
@@ -57,7 +57,7 @@ def small_record(real: NeuronRecord, *, layer: int, index: int, token_pairs: boo
         tokens = record.tokens[:8]
         if not token_pairs:
             return ActivationRecord(tokens=tokens, activations=record.activations[:8])
-        return ActivationRecord(tokens=tokens, activations=[round(0.01 * i, 4) for i in range(n_pairs(len(tokens)))])
+        return TokenPairRecord(tokens=tokens, activations=[round(0.01 * i, 4) for i in range(n_pairs(len(tokens)))])
 
     return NeuronRecord(
         neuron_id=NeuronId(layer_index=layer, neuron_index=index),
