@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from experiment_helpers import make_result
+import dataclasses
+
+from experiment_helpers import make_result, ok_outcome
 
 from neuroscribe import serialization
 from neuroscribe.experiments.collection import EMBEDDED_MODEL_WARNING
 from neuroscribe.experiments.report import build_report
+from neuroscribe.experiments.store import RunStore
 from neuroscribe.records import UnitId
 
 
@@ -49,3 +52,21 @@ def test_compare_published_reads_the_published_explanation_files(synthetic_run, 
     text = report.to_text()
     assert "| 0/2 | 0.700 | 0.900 |" in text
     assert EMBEDDED_MODEL_WARNING not in text
+
+
+def test_negative_calibration_slopes_are_flagged_and_uncalibrated_means_shown(synthetic_run):
+    run = synthetic_run("c", {"a+all_at_once": []})
+    store = RunStore(run)
+    for index, (calibrated, raw, slope) in enumerate([(0.9, -0.9, -2.0), (0.5, 0.5, 1.5), (0.7, 0.7, 0.8)]):
+        unit = UnitId(0, index)
+        outcome = ok_outcome(unit, calibrated)
+        named = {**outcome.named_scores, "uncalibrated_ev_correlation": {"top_and_random": raw},
+                 "calibration_slope": {"all": slope}}
+        store.append("a+all_at_once", dataclasses.replace(outcome, named_scores=named),
+                     make_result(unit, f"explanation {index}", calibrated))
+    report = build_report([run])
+    text = report.to_text()
+    assert "a+all_at_once: 1 of 3 units were calibrated with a negative slope" in text
+    method = report.methods[0]
+    assert abs(method.all_scores["uncalibrated_ev_correlation"]["top_and_random"].mean - 0.1) < 1e-12
+    assert abs(method.all_scores["ev_correlation"]["top_and_random"].mean - 0.7) < 1e-12

@@ -133,3 +133,28 @@ async def test_the_truth_without_loss_scores_an_ev_correlation_of_one(
                                             max_activation=max_activation))
     for variant in ("top_and_random", "top_only", "random_only"):
         assert output.scores["ev_correlation"][variant] == pytest.approx(1.0, abs=1e-9), variant
+
+
+async def test_calibration_flipping_an_anticorrelated_explanation_is_shown(
+        scoring: tuple[ScoringSet, float], real_record_path: Path) -> None:
+    """A simulator exactly wrong (10 minus the truth) scores -1; linear calibration fits a negative slope and
+    turns it into +1, so the uncalibrated scores and the slope are kept beside the calibrated ones."""
+    scored, max_activation = scoring
+    record = load_json_file(real_record_path, NeuronRecord)
+    params = SliceParams(n_examples_per_split=5)
+    calibration = ScoringSet(top=top_split(record, "calibration", params),
+                             random=random_split(record, "calibration", params))
+    lossless = affine_scale([*scored.all, *calibration.all])
+    backend = ScriptedBackend(Truthful([*scored.all, *calibration.all],
+                                       lambda activations: [10.0 - v for v in lossless(activations)]))
+    scorer = create_scorer("simulation", backend, {"simulator": "all_at_once", "calibration": "linear"})
+    output = await scorer.score(ScorerInput(unit=UnitId(1, 1), explanation="x", scoring=scored,
+                                            calibration=calibration, max_activation=max_activation))
+    assert output.calibrated
+    assert output.scores["ev_correlation"]["top_and_random"] == pytest.approx(1.0, abs=1e-9)
+    assert output.scores["uncalibrated_ev_correlation"]["top_and_random"] == pytest.approx(-1.0, abs=1e-9)
+    assert output.scores["calibration_slope"]["all"] is not None and output.scores["calibration_slope"]["all"] < 0
+    assert set(output.scores["uncalibrated_rsquared"]) == {"top_and_random", "top_only", "random_only"}
+    plain = await create_scorer("simulation", backend, {"simulator": "all_at_once"}).score(
+        ScorerInput(unit=UnitId(1, 1), explanation="x", scoring=scored, max_activation=max_activation))
+    assert not any(name.startswith("uncalibrated_") or name == "calibration_slope" for name in plain.scores)

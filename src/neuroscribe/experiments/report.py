@@ -18,6 +18,7 @@ import numpy as np
 from neuroscribe.errors import NeuroscribeError
 from neuroscribe.experiments.collection import EMBEDDED_MODEL_WARNING, MethodOutcomes, RunCollection, load_runs
 from neuroscribe.experiments.store import UnitUsage
+from neuroscribe.scorers.simulation import CALIBRATION_SLOPE, UNCALIBRATED
 from neuroscribe.scoring import Estimate, bootstrap_fraction_above, bootstrap_mean
 
 HISTOGRAM_BINS = np.linspace(-1.0, 1.0, 11)
@@ -312,6 +313,13 @@ def build_report(run_dirs: Sequence[str | Path], *, compare_with_published: bool
     datasets = {str(m.get("config", {}).get("records", {}).get("dataset", "")) for m in collection.manifests}
     if "gpt2-xl" in datasets:
         notes.append(PAPER_GPT2_XL)
+    for method in collection.methods:
+        slopes = [v for v in method.scores("all", CALIBRATION_SLOPE).values() if v is not None]
+        flipped = sum(v < 0 for v in slopes)
+        if flipped:
+            notes.append(f"{method.method_id}: {flipped} of {len(slopes)} units were calibrated with a negative slope, "
+                         f"which turns an anti-correlated explanation into a correlated one; compare "
+                         f"{UNCALIBRATED}{CORRELATION}.")
     comparisons = []
     if compare_with_published:
         comparisons = [compare_published(collection, m) for m in collection.methods if not m.is_control]

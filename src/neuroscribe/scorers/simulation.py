@@ -21,9 +21,13 @@ from neuroscribe.results import NeuronSimulationResults, ScoredExplanation, Sequ
 from neuroscribe.scorers.base import ScorerInput, ScorerOutput, ScoringShape
 from neuroscribe.scoring import VARIANTS, SimulationPair, pair_with_records, pooled_scores, score_variants
 from neuroscribe.simulator import SIMULATORS, calibrate, create_simulator
-from neuroscribe.simulator.calibration import CALIBRATION_METHODS
+from neuroscribe.simulator.calibration import CALIBRATION_METHODS, CalibratedSimulator, LinearMap
 
 HEADLINE = "ev_correlation"
+UNCALIBRATED = "uncalibrated_"
+"""Prefix of each score computed before calibration (written only when the scorer calibrates)."""
+CALIBRATION_SLOPE = "calibration_slope"
+"""The fitted slope of linear calibration: negative means an anti-correlated explanation was flipped."""
 T = TypeVar("T")
 
 
@@ -69,19 +73,29 @@ class SimulationScorer:
         if not top and not rand:
             raise StageError("records", DataError(f"{inputs.unit}: no excerpts left to score (disjoint splits "
                                                   "dropped them)"))
-        simulator = self.simulator
-        calibrated = self.options.calibration != "none"
-        if calibrated:
-            simulator = await _at("calibrate", calibrate(simulator, self.options.calibration, inputs.explanation,
-                                                         inputs.calibration.all))
-        simulations: list[SequenceSimulation] = list(await _at("simulate", asyncio.gather(
-            *(simulator.simulate(inputs.explanation, r.tokens) for r in [*top, *rand]))))
+        fitted: CalibratedSimulator | None = None
+        if self.options.calibration != "none":
+            calibrated_simulator = await _at("calibrate", calibrate(
+                self.simulator, self.options.calibration, inputs.explanation, inputs.calibration.all))
+            assert isinstance(calibrated_simulator, CalibratedSimulator)
+            fitted = calibrated_simulator
+        uncalibrated: list[SequenceSimulation] = list(await _at("simulate", asyncio.gather(
+            *(self.simulator.simulate(inputs.explanation, r.tokens) for r in [*top, *rand]))))
+        simulations = uncalibrated if fitted is None else [fitted.apply(s) for s in uncalibrated]
         try:
             top_pairs = pair_with_records(simulations[: len(top)], top)
             random_pairs = pair_with_records(simulations[len(top):], rand)
             variants = score_variants(top_pairs, random_pairs)
             scores = _score_table({"top_and_random": [*top_pairs, *random_pairs], "top_only": top_pairs,
                                    "random_only": random_pairs})
+            if fitted is not None:  # the scores before calibration, and the fitted slope, beside the calibrated
+                raw_top = pair_with_records(uncalibrated[: len(top)], top)
+                raw_random = pair_with_records(uncalibrated[len(top):], rand)
+                raw = _score_table({"top_and_random": [*raw_top, *raw_random], "top_only": raw_top,
+                                    "random_only": raw_random})
+                scores.update({f"{UNCALIBRATED}{name}": values for name, values in raw.items()})
+                if isinstance(fitted.value_map, LinearMap):
+                    scores[CALIBRATION_SLOPE] = {"all": fitted.value_map.slope}
         except NeuroscribeError as error:
             raise StageError("score", error) from error
         result = NeuronSimulationResults(
@@ -89,7 +103,7 @@ class SimulationScorer:
             scored_explanations=[ScoredExplanation(explanation=inputs.explanation,
                                                    scored_simulation=variants["top_and_random"])],
         )
-        return ScorerOutput(scores=scores, headline=HEADLINE, result=result, calibrated=calibrated)
+        return ScorerOutput(scores=scores, headline=HEADLINE, result=result, calibrated=fitted is not None)
 
 
 def _score_table(pairs_by_variant: Mapping[str, Sequence[SimulationPair]]) -> dict[str, dict[str, float | None]]:

@@ -87,7 +87,10 @@ class CalibratedSimulator:
         self.method = method
 
     async def simulate(self, explanation: str, tokens: Sequence[str]) -> SequenceSimulation:
-        simulation = await self.inner.simulate(explanation, tokens)
+        return self.apply(await self.inner.simulate(explanation, tokens))
+
+    def apply(self, simulation: SequenceSimulation) -> SequenceSimulation:
+        """An uncalibrated simulation (from `inner`) put on the unit's scale."""
         return SequenceSimulation(
             tokens=simulation.tokens,
             expected_activations=self.value_map(simulation.expected_activations),
