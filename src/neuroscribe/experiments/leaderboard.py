@@ -17,7 +17,7 @@ from pathlib import Path
 
 from neuroscribe.errors import ConfigError
 from neuroscribe.experiments.collection import EMBEDDED_MODEL_WARNING, MethodOutcomes, UnitKey, load_runs
-from neuroscribe.experiments.scorer_grid import ScorerGrid, build_grid, format_estimate
+from neuroscribe.experiments.scorer_grid import ScorerGrid, build_grid, format_estimate, format_mean_and_interval
 from neuroscribe.scorers import primary_variant
 from neuroscribe.scoring import Estimate, PairedComparison, bootstrap_mean, paired_test
 
@@ -160,14 +160,6 @@ def _explanation_of_columns() -> str:
     )
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _interval(low: float | None, high: float | None) -> str:
-    return "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
-
-
 def _estimate(estimate: Estimate | None) -> str:
     return "" if estimate is None else format_estimate(estimate)
 
@@ -177,7 +169,7 @@ def _cells(row: LeaderboardRow, min_coverage: float) -> list[str]:
     if row.vs_best is None:
         difference, p_value = ("(reference)", "") if row.is_reference else ("n/a", "n/a")
     else:
-        difference = _fmt(row.vs_best.mean_difference) + _interval(row.vs_best.low, row.vs_best.high)
+        difference = format_mean_and_interval(row.vs_best.mean_difference, row.vs_best.low, row.vs_best.high)
         p_value = _p(row.vs_best.p_value)
     coverage = f"{row.n_scored} / {row.n_attempted} ({row.coverage:.0%})" + (
         f", {row.n_failed} failed" if row.n_failed else "")

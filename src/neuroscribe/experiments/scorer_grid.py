@@ -84,11 +84,16 @@ class ScorerGrid:
                 for p in self.unit_properties]
 
 
-def format_estimate(estimate: Estimate) -> str:
-    if estimate.mean is None:
+def format_mean_and_interval(mean: float | None, low: float | None, high: float | None) -> str:
+    """'0.412 [0.301, 0.520]'; 'n/a' without a mean, no brackets without an interval."""
+    if mean is None:
         return "n/a"
-    interval = "" if estimate.low is None or estimate.high is None else f" [{estimate.low:.3f}, {estimate.high:.3f}]"
-    return f"{estimate.mean:.3f}{interval}"
+    interval = "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
+    return f"{mean:.3f}{interval}"
+
+
+def format_estimate(estimate: Estimate) -> str:
+    return format_mean_and_interval(estimate.mean, estimate.low, estimate.high)
 
 
 def build_grid(methods: Sequence[MethodOutcomes], seed: int = 0) -> ScorerGrid:

@@ -24,15 +24,12 @@ from neuroscribe.llm.base import (
     Message,
     PromptFormat,
     SamplingParams,
+    prompt_tokens,
     resolve_format,
 )
 from neuroscribe.records import Evidence
 
 log = logging.getLogger(__name__)
-
-_MESSAGE_OVERHEAD_TOKENS = 8
-"""Role markers and separators a chat template adds per message (an upper estimate)."""
-
 
 @dataclass(frozen=True, kw_only=True)
 class ExplainerOptions:
@@ -118,12 +115,6 @@ def build_request(prompt: ExplainerPrompt, fmt: Literal["chat", "completion"],
     if fmt == "chat":
         return CompletionRequest(messages=render_chat(prompt), sampling=sampling)
     return CompletionRequest(prompt=render_completion(prompt), sampling=sampling)
-
-
-def prompt_tokens(backend: Backend, request: CompletionRequest) -> int:
-    if request.messages is not None:
-        return sum(backend.count_tokens(m.content) + _MESSAGE_OVERHEAD_TOKENS for m in request.messages)
-    return backend.count_tokens(request.prompt or "")
 
 
 Item = TypeVar("Item")

@@ -228,6 +228,17 @@ def resolve_format(requested: PromptFormat, backend: Backend) -> Literal["chat",
     return "chat" if Capability.CHAT in backend.capabilities else "completion"
 
 
+MESSAGE_OVERHEAD_TOKENS = 8
+"""Role markers and separators a chat template adds per message (an upper estimate)."""
+
+
+def prompt_tokens(backend: Backend, request: CompletionRequest) -> int:
+    """The tokens a request's prompt takes, for fitting it into the context before it is sent."""
+    if request.messages is not None:
+        return sum(backend.count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in request.messages)
+    return backend.count_tokens(request.prompt or "")
+
+
 @dataclass(frozen=True)
 class CallEstimate:
     """Model calls and tokens a component expects to spend (for `neuroscribe run --dry-run`)."""

@@ -7,6 +7,7 @@ a request gets back are read from the unprocessed logits, so they are still the 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,9 @@ COMPILED_SCHEMAS_KEPT = 64
 """Compiled grammars kept per backend (one per distinct schema; an excerpt's schema is reused by its retries)."""
 
 
+@functools.cache
 def available() -> bool:
+    """Looked up once: `capabilities` asks on every request."""
     return importlib.util.find_spec("xgrammar") is not None
 
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from neuroscribe.errors import DataError, NeuroscribeError, ParseError, StageError
-from neuroscribe.explainer.prompts import PromptDoesNotFit, prompt_tokens
+from neuroscribe.explainer.prompts import PromptDoesNotFit
 from neuroscribe.llm.base import (
     Backend,
     CallEstimate,
@@ -31,6 +31,7 @@ from neuroscribe.llm.base import (
     Message,
     PromptFormat,
     SamplingParams,
+    prompt_tokens,
     resolve_format,
 )
 from neuroscribe.records import Evidence, NeuronId

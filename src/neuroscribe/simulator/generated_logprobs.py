@@ -51,25 +51,23 @@ from neuroscribe.llm.base import (
     Choice,
     CompletionRequest,
     Message,
-    PromptFormat,
     SamplingParams,
     TokenLogprob,
+    prompt_tokens,
     resolve_format,
 )
 from neuroscribe.results import ActivationScale, SequenceSimulation
 from neuroscribe.simulator.all_at_once import CANDIDATE_VALUES
+from neuroscribe.simulator.json_simulator import PAIR
 from neuroscribe.simulator.prompts import (
     INSTRUCTIONS,
     PREAMBLE_TOKENS,
     PromptedSimulator,
-    SimulatorOptions,
+    TopLogprobsOptions,
     explanation_line,
 )
 
 log = logging.getLogger(__name__)
-
-MESSAGE_OVERHEAD_TOKENS = 8
-"""Tokens a chat template adds around each message (role markers), counted when fitting the context."""
 
 REPLY_SLACK_TOKENS = 16
 """Generation budget per excerpt on top of `max_tokens_per_token` per token (markers, a stray line)."""
@@ -88,16 +86,11 @@ ASK_JSON = (
 
 _VALUE = re.compile(r"[ \t]*(\d+)[ \t\r]*")
 _DIGITS = re.compile(r"\d+")
-_PAIR = re.compile(r'\[\s*("(?:[^"\\]|\\.)*")\s*,\s*(\d+)\s*\]')
 _N_VALUES = len(formatting.VALUE_CANDIDATES)
 
 
 @dataclass(frozen=True, kw_only=True)
-class GeneratedLogprobsOptions(SimulatorOptions):
-    prompt_format: PromptFormat = "auto"
-    """'chat', 'completion' or 'auto' (chat when the backend has it)."""
-    top_logprobs: int = 20
-    """Alternatives read per generated token (OpenAI and many servers allow at most 20)."""
+class GeneratedLogprobsOptions(TopLogprobsOptions):
     excerpts_per_request: int = 1
     """Excerpts answered in one request; concurrent `simulate` calls with the same explanation are grouped.
     More per request shares the instructions and worked examples, at the cost of longer replies."""
@@ -113,8 +106,6 @@ class GeneratedLogprobsOptions(SimulatorOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.top_logprobs <= 100:
-            raise ValueError(f"top_logprobs must be in 1..100, got {self.top_logprobs}")
         if not 1 <= self.excerpts_per_request <= 64:
             raise ValueError(f"excerpts_per_request must be in 1..64, got {self.excerpts_per_request}")
         if self.max_tokens_per_token < 3:
@@ -182,12 +173,6 @@ def build_request(explanation: str, excerpts: Sequence[Sequence[str]], n_worked_
     opening = "" if constrained else f"{formatting.START}\n"
     prompt = f"{INSTRUCTIONS} {ask}\n\n{shown}{question(explanation, excerpts)}\nAnswer:\n{opening}"
     return CompletionRequest(prompt=prompt, sampling=sampling, top_logprobs=options.top_logprobs, json_schema=schema)
-
-
-def prompt_tokens(backend: Backend, request: CompletionRequest) -> int:
-    if request.messages is not None:
-        return sum(backend.count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in request.messages)
-    return backend.count_tokens(request.prompt or "")
 
 
 # -- reading the reply -------------------------------------------------------------------------------
@@ -261,7 +246,7 @@ def _lines(text: str) -> Iterator[tuple[str, int, str]]:
 
 def _pairs(text: str) -> Iterator[tuple[str, int, str]]:
     """The same per `[token, value]` pair of a JSON reply, the token shown as in the text layout."""
-    for match in _PAIR.finditer(text):
+    for match in PAIR.finditer(text):
         try:
             token = json.loads(match.group(1))
         except json.JSONDecodeError:

@@ -41,8 +41,9 @@ from neuroscribe.simulator.prompts import (
 log = logging.getLogger(__name__)
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
-_PAIR = re.compile(r'\[\s*("(?:[^"\\]|\\.)*")\s*,\s*(-?\d+(?:\.\d+)?)\s*\]')
-"""One ["token", value] pair, for reading answers cut off mid-JSON (a model that never closes the list)."""
+PAIR = re.compile(r'\[\s*("(?:[^"\\]|\\.)*")\s*,\s*(-?\d+(?:\.\d+)?)\s*\]')
+"""One ["token", value] pair (groups: the JSON string, the number), for reading answers cut off mid-JSON
+(a model that never closes the list) and the generated_logprobs simulator's JSON replies."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +114,7 @@ def _extract_json(text: str) -> object:
 def _salvaged_pairs(text: str) -> list[list[object]]:
     """The complete ["token", value] pairs of an answer that is not valid JSON as a whole."""
     pairs: list[list[object]] = []
-    for token, number in _PAIR.findall(text):
+    for token, number in PAIR.findall(text):
         pairs.append([json.loads(token), json.loads(number)])
     return pairs
 

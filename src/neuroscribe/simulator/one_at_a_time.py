@@ -26,7 +26,6 @@ from neuroscribe.llm.base import (
     Choice,
     CompletionRequest,
     Message,
-    PromptFormat,
     SamplingParams,
     resolve_format,
 )
@@ -36,7 +35,7 @@ from neuroscribe.simulator.prompts import (
     INSTRUCTIONS,
     PREAMBLE_TOKENS,
     PromptedSimulator,
-    SimulatorOptions,
+    TopLogprobsOptions,
     explanation_line,
     preamble,
     worked_examples_text,
@@ -44,16 +43,8 @@ from neuroscribe.simulator.prompts import (
 
 
 @dataclass(frozen=True, kw_only=True)
-class OneAtATimeOptions(SimulatorOptions):
-    prompt_format: PromptFormat = "auto"
-    """'chat', 'completion' or 'auto' (chat when the backend has it)."""
-    top_logprobs: int = 20
-    """Alternatives read per generated token (many servers allow at most 20)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 1 <= self.top_logprobs <= 100:
-            raise ValueError(f"top_logprobs must be in 1..100, got {self.top_logprobs}")
+class OneAtATimeOptions(TopLogprobsOptions):
+    """The shared prompt format and top-logprobs settings; nothing of its own."""
 
 
 def excerpt_context(explanation: str, tokens: Sequence[str]) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from neuroscribe import formatting
-from neuroscribe.llm.base import Backend, CallEstimate
+from neuroscribe.llm.base import Backend, CallEstimate, PromptFormat
 from neuroscribe.results import SequenceSimulation
 
 INSTRUCTIONS = (
@@ -41,6 +41,21 @@ class SimulatorOptions:
             raise ValueError(
                 f"n_worked_examples must be in 0..{len(formatting.WORKED_EXAMPLES)}, got {self.n_worked_examples}"
             )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopLogprobsOptions(SimulatorOptions):
+    """Settings of the simulators that read values from the top log-probabilities of generated tokens."""
+
+    prompt_format: PromptFormat = "auto"
+    """'chat', 'completion' or 'auto' (chat when the backend has it)."""
+    top_logprobs: int = 20
+    """Alternatives read per generated token (OpenAI and many servers allow at most 20)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.top_logprobs <= 100:
+            raise ValueError(f"top_logprobs must be in 1..100, got {self.top_logprobs}")
 
 
 def explanation_line(explanation: str) -> str:
