@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from neuroscribe.records import MAX_NORMALIZED_ACTIVATION, ActivationRecord, normalize_activations
+from neuroscribe.records import (
+    MAX_NORMALIZED_ACTIVATION,
+    ActivationRecord,
+    TokenPairRecord,
+    n_pairs,
+    normalize_activations,
+    pair_index,
+)
 
 START = "<start>"
 END = "<end>"
@@ -105,5 +112,41 @@ WORKED_EXAMPLES: tuple[WorkedExample, ...] = (
                 " count", ";", "\n", "}", " else", " {", "\n", "   ", " return", " 0", ";"),
         values=(0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0),
         explanation="the keyword return in source code",
+    ),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadExample:
+    """A made-up attention head with one excerpt whose strongest (query, key) links are set, and its explanation
+    (shown by the attention-head explainer and the token-pair simulator)."""
+
+    record: TokenPairRecord
+    explanation: str
+
+
+def sparse_pair_record(tokens: tuple[str, ...], links: dict[tuple[int, int], float]) -> TokenPairRecord:
+    """A token-pair record that is 0 everywhere except at the given (query, key) pairs."""
+    activations = [0.0] * n_pairs(len(tokens))
+    for (query, key), value in links.items():
+        activations[pair_index(query, key)] = value
+    return TokenPairRecord(tokens=list(tokens), activations=activations)
+
+
+HEAD_EXAMPLES: tuple[HeadExample, ...] = (
+    HeadExample(
+        record=sparse_pair_record(
+            ("Mrs", " Hale", " opened", " the", " shop", " at", " nine", ".", " By", " noon", " Mrs", " Hale",
+             " had", " sold", " out", "."),
+            {(11, 1): 9.0, (10, 0): 6.0, (15, 7): 3.0},
+        ),
+        explanation="a repeated word or name back to its earlier occurrence",
+    ),
+    HeadExample(
+        record=sparse_pair_record(
+            ("The", " keys", " to", " the", " cabinet", " are", " on", " the", " table", "."),
+            {(5, 1): 10.0, (4, 2): 2.0},
+        ),
+        explanation="a verb to the noun that is its grammatical subject",
     ),
 )

@@ -7,8 +7,8 @@ import pytest
 from golden import assert_golden
 from neuroscribe.errors import BackendError, ConfigError, DataError, ParseError
 from neuroscribe.explainer import EXPLAINERS, ExplainerInput, create_explainer
-from neuroscribe.explainer.few_shot import sparse_pair_record
 from neuroscribe.explainer.token_activation_pair import truncate_around_peak
+from neuroscribe.formatting import sparse_pair_record
 from neuroscribe.llm.base import Capability, Choice, Completion, CompletionRequest, Usage
 from neuroscribe.llm.scripted import ScriptedBackend
 from neuroscribe.records import ActivationRecord, UnitId, UnitKind

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from neuroscribe.explainer import ExplainerInput, ExplainerOutput, create_explainer
-from neuroscribe.explainer.few_shot import sparse_pair_record
 from neuroscribe.explainer.puzzles import load_puzzles, run_puzzles
+from neuroscribe.formatting import sparse_pair_record
 from neuroscribe.llm.base import Backend
 from neuroscribe.records import ActivationRecord, NeuronRecord, UnitId, UnitKind
 from neuroscribe.results import TokenLookupTableSummaryOfNeuron

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from neuroscribe import formatting
 from neuroscribe.errors import DataError
 from neuroscribe.explainer.base import ExplainerInput
-from neuroscribe.explainer.few_shot import HEAD_EXAMPLES
 from neuroscribe.explainer.prompts import (
     ExplainerOptions,
     ExplainerPrompt,
@@ -73,7 +72,7 @@ class AttentionHeadExplainer(PromptedExplainer[AttentionHeadOptions]):
             examples = tuple(
                 WorkedAnswer(question=question([ex.record], ex.record.max_activation, n_pairs),
                              explanation=ex.explanation)
-                for ex in HEAD_EXAMPLES[:n_examples]
+                for ex in formatting.HEAD_EXAMPLES[:n_examples]
             )
             return ExplainerPrompt(instructions=INSTRUCTIONS, examples=examples,
                                    question=question(shown, scale, n_pairs), lead_in=formatting.HEAD_LEAD_IN)
