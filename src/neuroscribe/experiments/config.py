@@ -153,8 +153,31 @@ class ComponentConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SelectionConfig:
+    """How one of several candidate explanations is chosen (best-of-n, Transluce's protocol): every
+    candidate is scored on the selection split, the best is kept, and the method's reported scores come
+    from the scored split (`[records] score_split`), which must be another split, never used for the choice."""
+
+    scorer: str = ""
+    """Label of the [[scorers]] / [[simulators]] entry that scores the candidates; empty means the first."""
+    score: str = ""
+    """Which of that scorer's scores decides; empty means its headline (e.g. 'ev_correlation')."""
+    variant: str = ""
+    """Which variant of the score decides ('top_and_random', 'random_only', ...); empty means its primary one."""
+    split: str = "valid"
+    """The split the candidates are scored on: 'valid' or 'test' (not the scored split)."""
+
+    def __post_init__(self) -> None:
+        if self.split not in SCORE_SPLITS:
+            raise ConfigError(f"select.split {self.split!r} is not one of {', '.join(SCORE_SPLITS)}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExplainerConfig(ComponentConfig):
     """One explainer of the sweep ([[explainers]]): 'token_activation_pair', 'token_lookup', 'attention_head'."""
+
+    select: SelectionConfig = field(default_factory=SelectionConfig)
+    """How the explanation is chosen when the explainer returns several candidates (`n_candidates` > 1)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -316,6 +339,8 @@ class ExperimentConfig:
         _drop_default(obj["records"], {"other_units": 4})
         for backend in obj["backends"].values():
             _drop_default(backend, {"options": {}})
+        for explainer in obj["explainers"]:
+            _drop_default(explainer, {"select": _plain(SelectionConfig())})
         text = json.dumps(obj, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -395,8 +420,10 @@ def validate_components(config: ExperimentConfig) -> None:
     kind = config.units.kind
     for where, explainer, _ in config.explainer_configs():
         explainer_class = _looked_up(EXPLAINERS.get, explainer.name, where)
-        registered_options(EXPLAINERS, explainer.name, explainer.options, f"{where} options")
+        options = registered_options(EXPLAINERS, explainer.name, explainer.options, f"{where} options")
         check_evidence(explainer_class.evidence, kind, where)
+        if candidates_of(options) > 1:
+            selection_scorer(config, explainer.select, where)
     for where, scorer in config.scorer_configs():
         scorer_class = _looked_up(SCORERS.get, scorer.name, where)
         registered_options(SCORERS, scorer.name, scorer.options, f"{where} options")
@@ -405,6 +432,34 @@ def validate_components(config: ExperimentConfig) -> None:
     duplicates = sorted({m for m in ids if ids.count(m) > 1})
     if duplicates:
         raise ConfigError(f"method ids {duplicates} occur twice: give the repeated explainers or scorers an `id`")
+
+
+def candidates_of(explainer_options: object) -> int:
+    """How many candidate explanations an explainer's options ask for (`n_candidates`; 1 if it has none)."""
+    n = getattr(explainer_options, "n_candidates", 1)
+    return n if isinstance(n, int) else 1
+
+
+def selection_scorer(config: ExperimentConfig, select: SelectionConfig, where: str) -> ScorerConfig:
+    """The scorer that chooses among an explainer's candidates, checked: it must judge explanations, and
+    the split it scores candidates on must not be the split the method's scores are reported on."""
+    from neuroscribe.scorers import SCORERS
+
+    scorers = {scorer.label: scorer for _, scorer in config.scorer_configs()}
+    label = select.scorer or next(iter(scorers))
+    if label not in scorers:
+        raise ConfigError(f"{where} select.scorer {label!r} is not a scorer label{_hint(label, scorers)}; "
+                          f"labels: {', '.join(scorers)}")
+    if not SCORERS.get(scorers[label].name).needs_explanation:
+        raise ConfigError(f"{where} select.scorer {label!r} does not judge explanations; choose one that does")
+    if select.split == config.records.score_split:
+        other = next(s for s in SCORE_SPLITS if s != select.split)
+        raise ConfigError(
+            f"{where} chooses among candidates on the {select.split!r} split, which is also the scored split "
+            f"([records] score_split): the reported score would be biased by the choice. Set [records] "
+            f"score_split = {other!r} (or select.split = {other!r})"
+        )
+    return scorers[label]
 
 
 def _looked_up(lookup: typing.Callable[[str], T], name: str, where: str) -> T:

@@ -107,8 +107,9 @@ class EvidenceBuilder:
                              disjoint=self.config.records.disjoint)
         return split_records(record, params)
 
-    def scored_split(self, splits: RecordSplits) -> ScoringSet:
-        scored: ScoringSet = getattr(splits, self.config.records.score_split)
+    def scored_split(self, splits: RecordSplits, split: str | None = None) -> ScoringSet:
+        """The scored split (`[records] score_split`), or `split` (e.g. the selection split of best-of-n)."""
+        scored: ScoringSet = getattr(splits, split or self.config.records.score_split)
         return scored
 
     # --- what components get ------------------------------------------------------------------
@@ -117,9 +118,11 @@ class EvidenceBuilder:
         """What an explainer declared, from the train split; any failure is a `StageError` at 'records'."""
         return await _at_records(self._explainer_input(unit, needs))
 
-    async def scorer_input(self, unit: UnitId, explanation: str, needs: frozenset[Evidence]) -> ScorerInput:
-        """What a scorer declared, from the held-out splits; any failure is a `StageError` at 'records'."""
-        return await _at_records(self._scorer_input(unit, explanation, needs))
+    async def scorer_input(self, unit: UnitId, explanation: str, needs: frozenset[Evidence],
+                           split: str | None = None) -> ScorerInput:
+        """What a scorer declared, from the held-out splits (the scored one, or `split`); any failure is a
+        `StageError` at 'records'."""
+        return await _at_records(self._scorer_input(unit, explanation, needs, split))
 
     async def _explainer_input(self, unit: UnitId, needs: frozenset[Evidence]) -> ExplainerInput:
         splits = self.splits(await self.record(unit))
@@ -138,10 +141,11 @@ class EvidenceBuilder:
                                  if Evidence.OTHER_UNITS_RECORDS in needs else {}),
         )
 
-    async def _scorer_input(self, unit: UnitId, explanation: str, needs: frozenset[Evidence]) -> ScorerInput:
+    async def _scorer_input(self, unit: UnitId, explanation: str, needs: frozenset[Evidence],
+                            split: str | None) -> ScorerInput:
         record = await self.record(unit)
         splits = self.splits(record)
-        scored = self.scored_split(splits)
+        scored = self.scored_split(splits, split)
         empty = ScoringSet(top=[], random=[])
         activations = Evidence.ACTIVATION_RECORDS in needs
         shown = {tuple(r.tokens) for r in splits.train}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neuroscribe.errors import ConfigError
-from neuroscribe.experiments.config import ExperimentConfig, is_control
+from neuroscribe.experiments.config import ExperimentConfig, candidates_of, is_control, selection_scorer
 from neuroscribe.experiments.store import RunStore
 from neuroscribe.llm.base import CallEstimate
 from neuroscribe.records import UnitId
@@ -116,12 +116,17 @@ def make_plan(config: ExperimentConfig, out_dir: str | Path | None = None, shard
         cost += (spec.price_per_million_prompt_tokens * estimate.prompt_tokens
                  + spec.price_per_million_completion_tokens * estimate.completion_tokens) / 1e6
 
-    for _, explainer, _ in config.explainer_configs():  # one explanation per unit some scorer still needs
+    shape = ScoringShape(n_scoring=2 * n, n_calibration=2 * n, excerpt_tokens=ASSUMED_EXCERPT_TOKENS)
+    for where, explainer, _ in config.explainer_configs():  # one explanation per unit some scorer still needs
         todo = max((pending[m] for m, (source, _) in methods.items() if source == explainer.label), default=0)
         options = registered_options(EXPLAINERS, explainer.name, explainer.options)
         per_unit = EXPLAINERS.get(explainer.name).estimate(options, n, ASSUMED_EXCERPT_TOKENS)
         spend(per_unit * todo, explainer.backend)
-    shape = ScoringShape(n_scoring=2 * n, n_calibration=2 * n, excerpt_tokens=ASSUMED_EXCERPT_TOKENS)
+        if candidates_of(options) > 1:  # best-of-n: every candidate scored on the selection split
+            chooser = selection_scorer(config, explainer.select, where)
+            per_candidate = SCORERS.get(chooser.name).estimate(
+                registered_options(SCORERS, chooser.name, chooser.options), shape)
+            spend(per_candidate * (candidates_of(options) * todo), chooser.backend)
     scorers = {scorer.label: scorer for _, scorer in config.scorer_configs()}
     for method, todo in pending.items():
         scorer = scorers[methods[method][1]]

@@ -271,6 +271,22 @@ def method_report(method: MethodOutcomes, seed: int = 0) -> MethodReport:
     )
 
 
+def _selection_note(method: MethodOutcomes) -> str | None:
+    """How a best-of-n method chose its explanations, and what the choice gained on the selection split."""
+    chosen = [o for o in method.outcomes.values() if o.status == "ok" and o.candidates]
+    if not chosen:
+        return None
+    selection = chosen[0].selection
+    picked = [s for o in chosen for c in o.candidates if c.chosen and (s := c.selection_score) is not None]
+    every = [s for o in chosen for c in o.candidates if (s := c.selection_score) is not None]
+    n_candidates = sum(len(o.candidates) for o in chosen) / len(chosen)
+    gain = (f"; on that split the picks average {np.mean(picked):.3f} against {np.mean(every):.3f} over every "
+            "candidate" if picked else "")
+    return (f"{method.method_id}: each explanation chosen from {n_candidates:.1f} candidates (mean) by "
+            f"{selection.get('scorer')} {selection.get('score')} {selection.get('variant')} on the "
+            f"{selection.get('split')} split, never used for the scores shown here{gain}.")
+
+
 def compare_published(collection: RunCollection, method: MethodOutcomes) -> PublishedComparison:
     """Our top-and-random score per unit beside the published one, read from the published explanation files."""
     from neuroscribe.datasets import load_explanations
@@ -320,6 +336,7 @@ def build_report(run_dirs: Sequence[str | Path], *, compare_with_published: bool
             notes.append(f"{method.method_id}: {flipped} of {len(slopes)} units were calibrated with a negative slope, "
                          f"which turns an anti-correlated explanation into a correlated one; compare "
                          f"{UNCALIBRATED}{CORRELATION}.")
+    notes += [note for method in collection.methods if (note := _selection_note(method))]
     comparisons = []
     if compare_with_published:
         comparisons = [compare_published(collection, m) for m in collection.methods if not m.is_control]

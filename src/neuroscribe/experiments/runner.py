@@ -30,7 +30,7 @@ from neuroscribe.experiments.config import ExperimentConfig, load_config
 from neuroscribe.experiments.evidence import EvidenceBuilder
 from neuroscribe.experiments.manifest import open_run, update_manifest
 from neuroscribe.experiments.plan import Plan, Shard, make_plan, pending_units
-from neuroscribe.experiments.sources import ExplanationSource, SourceContext, build_sources
+from neuroscribe.experiments.sources import ExplanationSource, SourceContext, Sourced, build_sources
 from neuroscribe.experiments.store import RunStore, UnitOutcome, UnitUsage, now_iso
 from neuroscribe.llm.base import Backend, BackendSpec, TransportSettings
 from neuroscribe.llm.usage import UsageLedger, UsageTotals
@@ -87,7 +87,7 @@ class _Failure(Exception):
 class _Explained:
     """A memoized explanation and the model use it cost, counted once for whoever claims it first."""
 
-    text: str
+    sourced: Sourced
     usage: UnitUsage
     claimed: bool = False
 
@@ -147,9 +147,9 @@ class _Runner:
                 built[key] = create_backend(backend.spec, backend.transport, cache_dir=cache_dir, ledger=self.ledger,
                                             options=backend.options)
             self.backends[name] = built[key]
-        self.sources = build_sources(self.config, self.backends, self.dataset)
         for _, scorer in self.config.scorer_configs():
             self.scorers[scorer.label] = create_scorer(scorer.name, self.backends[scorer.backend], scorer.options)
+        self.sources = build_sources(self.config, self.backends, self.scorers, self.dataset)
 
     async def close(self) -> None:
         for backend in {id(b): b for b in self.backends.values()}.values():
@@ -172,15 +172,15 @@ class _Runner:
 
     async def _explanation_text(self, source: str, unit: UnitId) -> str:
         try:
-            return (await self.explanation(source, unit)).text
+            return (await self.explanation(source, unit)).sourced.text
         except _Failure as failure:
             raise failure.error from failure
 
     async def _explain(self, source: str, unit: UnitId) -> _Explained:
         context = SourceContext(evidence=self.evidence, explanation_of=self._explanation_text)
         with UsageLedger.track() as tracker:
-            text = await _stage("explain", self.sources[source].explain(unit, context))
-        return _Explained(text=text, usage=_usage_of(tracker.totals))
+            sourced = await _stage("explain", self.sources[source].explain(unit, context))
+        return _Explained(sourced=sourced, usage=_usage_of(tracker.totals))
 
     # one unit, one method ----------------------------------------------------------------------
 
@@ -189,12 +189,14 @@ class _Runner:
         scorer = self.scorers[scorer_label]
         started = time.monotonic()
         explanation: str | None = None
+        sourced = Sourced(text="")
         usage = UnitUsage()
         with UsageLedger.track() as tracker:
             try:
                 if source is not None:
                     explained = await self.explanation(source, unit)
-                    explanation = explained.text
+                    sourced = explained.sourced
+                    explanation = sourced.text
                     usage = explained.claim()
                 inputs = await _stage("records", self.evidence.scorer_input(unit, explanation or "",
                                                                             type(scorer).evidence))
@@ -209,7 +211,8 @@ class _Runner:
                               scores=dict(output.scores.get(output.headline, {})),
                               named_scores={name: dict(v) for name, v in output.scores.items()},
                               headline=output.headline, calibrated=output.calibrated,
-                              usage=usage + _usage_of(tracker.totals), seconds=time.monotonic() - started)
+                              usage=usage + _usage_of(tracker.totals), seconds=time.monotonic() - started,
+                              candidates=sourced.candidates, selection=sourced.selection)
         self.commit(method_id, outcome, output.result, None)
 
     def commit(self, method_id: str, outcome: UnitOutcome, result: ResultRecord | None,

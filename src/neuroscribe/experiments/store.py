@@ -63,6 +63,28 @@ class UnitUsage:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """One candidate explanation of a best-of-n choice and its score on the selection split."""
+
+    explanation: str
+    selection_score: float | None = None
+    """The deciding score on the selection split; None where undefined or not scored (see `error`)."""
+    error: str | None = None
+    """Why the candidate could not be scored (it was then not eligible)."""
+    chosen: bool = False
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {"explanation": self.explanation, "selection_score": _finite_or_none(self.selection_score),
+                "error": self.error, "chosen": self.chosen}
+
+    @classmethod
+    def from_json_obj(cls, data: Mapping[str, Any]) -> Candidate:
+        score = data.get("selection_score")
+        return cls(explanation=str(data["explanation"]), selection_score=None if score is None else float(score),
+                   error=data.get("error"), chosen=bool(data.get("chosen", False)))
+
+
+@dataclass(frozen=True, kw_only=True)
 class UnitOutcome:
     """What happened to one unit under one method: its scores, or why it failed."""
 
@@ -83,6 +105,10 @@ class UnitOutcome:
     usage: UnitUsage = field(default_factory=UnitUsage)
     seconds: float = 0.0
     """Wall-clock time spent on the unit and method."""
+    candidates: tuple[Candidate, ...] = ()
+    """Every candidate explanation of a best-of-n choice with its selection score (empty: no choice made)."""
+    selection: Mapping[str, str] = field(default_factory=dict)
+    """How the choice was made: scorer, score, variant and split (empty: no choice made)."""
 
     def to_json_obj(self) -> dict[str, Any]:
         return {
@@ -104,6 +130,8 @@ class UnitOutcome:
                 "cost_usd": self.usage.cost_usd,
             },
             "seconds": self.seconds,
+            **({"candidates": [c.to_json_obj() for c in self.candidates], "selection": dict(self.selection)}
+               if self.candidates else {}),
         }
 
     @classmethod
@@ -137,6 +165,8 @@ class UnitOutcome:
                     cost_usd=float(usage.get("cost_usd", 0.0)),
                 ),
                 seconds=float(data.get("seconds", 0.0)),
+                candidates=tuple(Candidate.from_json_obj(c) for c in data.get("candidates", ())),
+                selection={str(k): str(v) for k, v in data.get("selection", {}).items()},
             )
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(f"{where}: not a unit outcome ({type(error).__name__}: {error})") from None

@@ -1,0 +1,56 @@
+"""A scripted model that follows explanations, for runner tests that need scores which depend on them.
+
+As an explainer it offers candidates of the form "the word X": one names the strongest token of the
+excerpts it is shown, the others name tokens that do not fire. As an all-at-once simulator it predicts 10
+on every token named by the explanation and 0 elsewhere, so a candidate's score measures how right it is.
+Every simulated excerpt is logged by explanation, so a test can see which excerpts judged which candidate.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from neuroscribe.llm.base import Choice, Completion, CompletionRequest
+
+SIMULATED: defaultdict[str, list[tuple[str, ...]]] = defaultdict(list)
+"""Explanation -> the excerpts (rendered tokens) simulated for it, in request order."""
+N_WRONG = 3
+_NAMED = re.compile(r"the word (\S+?)\.?(?:$|\s)")
+
+
+def _shown_values(prompt: str) -> list[tuple[str, int]]:
+    question = prompt[prompt.rindex("Excerpts (token<TAB>value):"):]
+    pairs = [line.rsplit("\t", 1) for line in question.splitlines() if "\t" in line]
+    return [(token.strip(), int(value)) for token, value in pairs if value.strip().isdigit()]
+
+
+def _explain(prompt: str) -> Completion:
+    shown = _shown_values(prompt)
+    strongest = max(shown, key=lambda pair: pair[1])[0]
+    silent = list(dict.fromkeys(t for t, v in shown if v == 0 and t and t != strongest))[:N_WRONG]
+    named = [*silent[:1], strongest, *silent[1:]]  # the right one second: "first candidate" would be wrong
+    return Completion(choices=tuple(Choice(text=f"the word {token}.") for token in named))
+
+
+def _simulate(request: CompletionRequest) -> Completion:
+    assert request.distributions is not None
+    segments = request.distributions.segments
+    text = "".join(s.text for s in segments)
+    explanation = text[text.rindex("Explanation: "):].split("\n", 1)[0]
+    named = set(_NAMED.findall(explanation))
+    tokens = tuple(segments[i - 1].text.rsplit("\n", 1)[-1].removesuffix("\t").strip()
+                   for i, s in enumerate(segments) if s.read_distribution)
+    SIMULATED[explanation].append(tokens)
+    candidates = request.distributions.candidates
+    return Completion(distributions=tuple(
+        tuple(1.0 if int(c) == (10 if token in named else 0) else 0.0 for c in candidates) for token in tokens))
+
+
+def follows_explanations(request: CompletionRequest) -> Completion:
+    if request.distributions is not None:
+        return _simulate(request)
+    prompt = "\n".join(m.content for m in request.messages or ()) or request.prompt or ""
+    return _explain(prompt)
+
+
