@@ -155,6 +155,12 @@ async def test_calibration_flipping_an_anticorrelated_explanation_is_shown(
     assert output.scores["uncalibrated_ev_correlation"]["top_and_random"] == pytest.approx(-1.0, abs=1e-9)
     assert output.scores["calibration_slope"]["all"] is not None and output.scores["calibration_slope"]["all"] < 0
     assert set(output.scores["uncalibrated_rsquared"]) == {"top_and_random", "top_only", "random_only"}
+    assert isinstance(output.result, NeuronSimulationResults)
+    for sequence, record in zip(output.result.scored_explanations[0].scored_simulation.scored_sequence_simulations,
+                                scored.all, strict=True):  # the uncalibrated simulation is stored with each
+        raw = sequence.simulation.uncalibrated_simulation
+        assert raw is not None and raw.expected_activations == pytest.approx([10.0 - v for v in lossless(
+            record.activations)])
     plain = await create_scorer("simulation", backend, {"simulator": "all_at_once"}).score(
         ScorerInput(unit=UnitId(1, 1), explanation="x", scoring=scored, max_activation=max_activation))
     assert not any(name.startswith("uncalibrated_") or name == "calibration_slope" for name in plain.scores)

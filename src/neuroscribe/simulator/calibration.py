@@ -90,13 +90,15 @@ class CalibratedSimulator:
         return self.apply(await self.inner.simulate(explanation, tokens))
 
     def apply(self, simulation: SequenceSimulation) -> SequenceSimulation:
-        """An uncalibrated simulation (from `inner`) put on the unit's scale."""
+        """An uncalibrated simulation (from `inner`) put on the unit's scale; it keeps the original beside it
+        (the reference format's `uncalibrated_simulation`), so the calibration can be checked or undone."""
         return SequenceSimulation(
             tokens=simulation.tokens,
             expected_activations=self.value_map(simulation.expected_activations),
             activation_scale=ActivationScale.NEURON_ACTIVATIONS,
             distribution_values=[self.value_map(row) for row in simulation.distribution_values],
             distribution_probabilities=simulation.distribution_probabilities,
+            uncalibrated_simulation=simulation,
         )
 
 
