@@ -1,7 +1,7 @@
 """A scripted model that follows explanations, for runner tests that need scores which depend on them.
 
 As an explainer it offers candidates of the form "the word X": one names the strongest token of the
-excerpts it is shown, the others name tokens that do not fire. As an all-at-once simulator it predicts 10
+excerpts it is shown, the others name tokens that do not fire (asked for one, it draws one by the seed). As an all-at-once simulator it predicts 10
 on every token named by the explanation and 0 elsewhere, so a candidate's score measures how right it is.
 Every simulated excerpt is logged by explanation, so a test can see which excerpts judged which candidate.
 """
@@ -15,6 +15,8 @@ from neuroscribe.llm.base import Choice, Completion, CompletionRequest
 
 SIMULATED: defaultdict[str, list[tuple[str, ...]]] = defaultdict(list)
 """Explanation -> the excerpts (rendered tokens) simulated for it, in request order."""
+EXPLAINER_SEEDS: list[int | None] = []
+"""The sampling seed of every explainer request, in request order."""
 N_WRONG = 3
 _NAMED = re.compile(r"the word (\S+?)\.?(?:$|\s)")
 
@@ -25,11 +27,15 @@ def _shown_values(prompt: str) -> list[tuple[str, int]]:
     return [(token.strip(), int(value)) for token, value in pairs if value.strip().isdigit()]
 
 
-def _explain(prompt: str) -> Completion:
+def _explain(prompt: str, request: CompletionRequest) -> Completion:
+    """All candidates when several are asked for; one, drawn by the request's seed, when one is."""
+    EXPLAINER_SEEDS.append(request.sampling.seed)
     shown = _shown_values(prompt)
     strongest = max(shown, key=lambda pair: pair[1])[0]
     silent = list(dict.fromkeys(t for t, v in shown if v == 0 and t and t != strongest))[:N_WRONG]
     named = [*silent[:1], strongest, *silent[1:]]  # the right one second: "first candidate" would be wrong
+    if request.sampling.n == 1:
+        named = [named[(request.sampling.seed or 0) % len(named)]]
     return Completion(choices=tuple(Choice(text=f"the word {token}.") for token in named))
 
 
@@ -51,6 +57,6 @@ def follows_explanations(request: CompletionRequest) -> Completion:
     if request.distributions is not None:
         return _simulate(request)
     prompt = "\n".join(m.content for m in request.messages or ()) or request.prompt or ""
-    return _explain(prompt)
+    return _explain(prompt, request)
 
 

@@ -10,7 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neuroscribe.errors import ConfigError
-from neuroscribe.scoring import bootstrap_fraction_above, bootstrap_mean, holm_adjusted, paired_test
+from neuroscribe.scoring import (
+    bootstrap_fraction_above,
+    bootstrap_mean,
+    bootstrap_mean_over_repeats,
+    holm_adjusted,
+    paired_test,
+    spread_over_repeats,
+    wilson_fraction,
+)
 
 
 def test_missing_values_are_counted_not_averaged() -> None:
@@ -20,6 +28,38 @@ def test_missing_values_are_counted_not_averaged() -> None:
     assert estimate.coverage == pytest.approx(0.6)
     assert estimate.low is not None and estimate.high is not None
     assert 0.2 <= estimate.low <= 0.4 <= estimate.high <= 0.6
+
+
+def test_wilson_fraction_matches_the_textbook_values_and_counts_undecided_as_missing() -> None:
+    half = wilson_fraction([True] * 5 + [False] * 5)
+    assert (half.mean, half.n, half.n_missing) == (0.5, 10, 0)
+    assert half.low == pytest.approx(0.2366, abs=1e-4) and half.high == pytest.approx(0.7634, abs=1e-4)
+    every = wilson_fraction([True] * 9 + [None, None])
+    assert (every.mean, every.high, every.n, every.n_missing) == (1.0, 1.0, 9, 2)
+    assert every.low == pytest.approx(0.7008, abs=1e-4)  # a bootstrap would say [1, 1]
+    none = wilson_fraction([False] * 10)
+    assert none.low == 0.0 and none.high == pytest.approx(0.2775, abs=1e-4)
+    assert wilson_fraction([None]).mean is None and wilson_fraction([None]).n_missing == 1
+    with pytest.raises(ConfigError):
+        wilson_fraction([True], confidence=1.0)
+
+
+@given(st.integers(1, 500), st.data(), st.floats(0.5, 0.999))
+def test_wilson_interval_holds_the_share_mirrors_and_narrows(n: int, data: st.DataObject, confidence: float) -> None:
+    k = data.draw(st.integers(0, n))
+    estimate = wilson_fraction([True] * k + [False] * (n - k), confidence=confidence)
+    mirror = wilson_fraction([False] * k + [True] * (n - k), confidence=confidence)
+    assert estimate.low is not None and estimate.high is not None and estimate.mean == k / n
+    assert mirror.low is not None and mirror.high is not None
+    assert 0.0 <= estimate.low <= k / n <= estimate.high <= 1.0
+    assert estimate.low == pytest.approx(1 - mirror.high, abs=1e-12)
+    assert estimate.high == pytest.approx(1 - mirror.low, abs=1e-12)
+    more = wilson_fraction([True] * (4 * k) + [False] * (4 * (n - k)), confidence=confidence)
+    assert more.low is not None and more.high is not None
+    assert more.high - more.low < estimate.high - estimate.low
+    wider = wilson_fraction([True] * k + [False] * (n - k), confidence=(1 + confidence) / 2)
+    assert wider.low is not None and wider.high is not None
+    assert wider.low <= estimate.low and wider.high >= estimate.high
 
 
 def test_bootstrap_is_seeded_and_the_interval_shrinks_with_more_units() -> None:
@@ -141,3 +181,36 @@ def test_swapping_the_methods_mirrors_the_comparison(pairs: list[tuple[float, fl
     if forward.low is not None:
         assert backward.high == pytest.approx(-forward.low, abs=1e-9)
         assert backward.low == pytest.approx(-forward.high, abs=1e-9)
+
+
+def test_seed_noise_widens_the_interval_and_one_repeat_is_the_plain_bootstrap() -> None:
+    rng = np.random.default_rng(3)
+    unit_means = rng.normal(0.2, 0.1, size=40)
+    quiet = [[m + e for e in rng.normal(0, 0.001, size=3)] for m in unit_means]
+    noisy = [[m + e for e in rng.normal(0, 0.3, size=3)] for m in unit_means]
+    quiet_estimate, noisy_estimate = bootstrap_mean_over_repeats(quiet), bootstrap_mean_over_repeats(noisy)
+    assert quiet_estimate.mean == pytest.approx(np.mean([np.mean(u) for u in quiet]))
+    assert quiet_estimate.low is not None and quiet_estimate.high is not None
+    assert noisy_estimate.low is not None and noisy_estimate.high is not None
+    assert noisy_estimate.high - noisy_estimate.low > 1.2 * (quiet_estimate.high - quiet_estimate.low)
+    single = bootstrap_mean_over_repeats([[m] for m in unit_means], seed=5)
+    plain = bootstrap_mean(list(unit_means), seed=5)
+    assert single.mean == pytest.approx(plain.mean)
+    assert single.low == pytest.approx(plain.low, abs=0.01) and single.high == pytest.approx(plain.high, abs=0.01)
+
+
+def test_repeats_missing_everywhere_are_missing_units_and_spreads_need_two() -> None:
+    estimate = bootstrap_mean_over_repeats([[None, None], [0.5, None], [0.1, 0.3]])
+    assert estimate.n == 2 and estimate.n_missing == 1
+    assert estimate.mean == pytest.approx((0.5 + 0.2) / 2)
+    assert spread_over_repeats([0.1, None, 0.3]) == pytest.approx(np.std([0.1, 0.3], ddof=1))
+    assert spread_over_repeats([0.1, None]) is None
+
+
+@given(st.lists(st.lists(st.one_of(st.none(), st.floats(-1, 1)), min_size=1, max_size=4), min_size=2, max_size=20),
+       st.integers(0, 2**32 - 1))
+def test_repeat_interval_stays_in_the_range_of_the_scores(values: list[list[float | None]], seed: int) -> None:
+    estimate = bootstrap_mean_over_repeats(values, n_resamples=200, seed=seed)
+    if estimate.mean is None or estimate.low is None or estimate.high is None:
+        return
+    assert -1 - 1e-9 <= estimate.low <= estimate.high <= 1 + 1e-9

@@ -25,6 +25,9 @@ def register(subparsers: Any) -> None:
                         help="print the plan (units, methods, model calls, estimated cost) and stop")
     parser.add_argument("--shard", default="0/1", metavar="I/N", help="do only shard I of N (0-based), e.g. 0/4")
     parser.add_argument("--skip-failed", action="store_true", help="do not retry units that failed before")
+    parser.add_argument("--repeats", type=int, default=1, metavar="N",
+                        help="run the experiment N times with other sampling seeds (same units and records; "
+                             "repeat r > 0 goes to RUN_DIR/repeats/r), so the report shows run-to-run spread")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=handle)
 
@@ -38,9 +41,11 @@ def handle(args: argparse.Namespace) -> int:
     shard = Shard.parse(args.shard)
     if args.dry_run:
         print(make_plan(config, args.out, shard, skip_failed=args.skip_failed).to_text())
+        if args.repeats > 1:
+            print(f"x {args.repeats} repeats (greedy requests are shared through the response cache)")
         return 0
     summary = run_experiment(args.config, args.out, args.overrides, shard=shard, skip_failed=args.skip_failed,
-                             progress=False if args.no_progress else None)
+                             progress=False if args.no_progress else None, repeats=args.repeats)
     print(summary.to_text())
     if summary.failed:
         print(f"{summary.failed} (unit, method) pairs failed; `neuroscribe report {args.out}` lists the reasons, "

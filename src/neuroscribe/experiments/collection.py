@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroscribe.errors import DataError
-from neuroscribe.experiments.store import RunStore, UnitOutcome, UnitUsage
+from neuroscribe.experiments.store import RunStore, UnitOutcome, UnitUsage, repeat_dirs
 from neuroscribe.scorers import primary_variant
 
 EMBEDDED_MODEL_WARNING = (
@@ -36,6 +36,14 @@ class MethodOutcomes:
     """(layer, index, kind) -> outcome."""
     is_control: bool = False
     models: tuple[str, ...] = ()
+    repeats: tuple[Mapping[UnitKey, UnitOutcome], ...] = ()
+    """The outcomes of the run's further repeats (`run --repeats N`: repeat 1 first); empty without repeats."""
+
+    def repeat_scores(self, variant: str | None = None, name: str | None = None) -> dict[UnitKey, list[float | None]]:
+        """Per unit of `outcomes`: its score in every repeat, repeat 0 first (None where failed or undefined)."""
+        return {unit: [_value(o, name, variant), *(_value(r[unit], name, variant) if unit in r else None
+                                                   for r in self.repeats)]
+                for unit, o in sorted(self.outcomes.items())}
 
     def scores(self, variant: str | None = None, name: str | None = None) -> dict[UnitKey, float | None]:
         """Per unit: the score `name` (default: the scorer's headline) in `variant` (default: its primary
@@ -142,8 +150,11 @@ def load_runs(run_dirs: Sequence[str | Path]) -> RunCollection:
                     if key not in merged or merged[key].status != "ok":
                         merged[key] = outcome
             label = method_id if method_counts[method_id] == 1 else f"{run_name}/{method_id}"
+            repeats = tuple(
+                {(u.layer, u.index, u.kind.value): o for u, o in RunStore(path).outcomes(method_id).items()}
+                for path in repeat_dirs(stores[members[0]].path))
             methods.append(MethodOutcomes(method_id=label, outcomes=merged, is_control=method_id in controls,
-                                          models=models))
+                                          models=models, repeats=repeats))
     notes = []
     if len(by_hash) > 1:
         notes.append(f"{len(by_hash)} different configs; methods from different configs are not paired unit by unit "

@@ -242,6 +242,10 @@ class ExperimentConfig:
     """What the experiment is for."""
     seed: int = 0
     """Seeds every random choice (unit sample, random-explanation control)."""
+    repeat: int = 0
+    """Which repeat of the experiment this is (`neuroscribe run --repeats N` runs 0 .. N-1): units, records
+    and splits stay the same, every sampled choice (model sampling seeds, random-explanation partners,
+    scorers' draws, other units) takes `sampling_seed`, so the repeats measure run-to-run spread."""
     units: UnitsConfig
     """Which units."""
     records: RecordsConfig
@@ -262,6 +266,8 @@ class ExperimentConfig:
     """Scheduling."""
 
     def __post_init__(self) -> None:
+        if self.repeat < 0:
+            raise ConfigError(f"repeat must be >= 0, got {self.repeat}")
         if not self.explainers:
             raise ConfigError("the config has no [[explainers]] table")
         if not self.simulators and not self.scorers:
@@ -274,6 +280,11 @@ class ExperimentConfig:
                     f"{where}: backend {backend!r} is not defined{_hint(backend, self.backends)}; "
                     f"defined: {', '.join(sorted(self.backends)) or '(none)'}"
                 )
+
+    @property
+    def sampling_seed(self) -> int:
+        """The seed of every sampled choice but the unit sample: `seed` itself in repeat 0."""
+        return self.seed if self.repeat == 0 else repeat_seed(self.seed, self.repeat)
 
     def method_ids(self) -> list[str]:
         """Every explanation source x scorer, e.g. 'token_activation_pair+all_at_once': explainers first,
@@ -335,7 +346,7 @@ class ExperimentConfig:
         for backend in obj["backends"].values():
             del backend["transport"]
         # keys added later are left out at their defaults, so an older config keeps its hash (and its runs resume)
-        _drop_default(obj, {"plugins": [], "scorers": []})
+        _drop_default(obj, {"plugins": [], "scorers": [], "repeat": 0})
         _drop_default(obj["records"], {"other_units": 4})
         for backend in obj["backends"].values():
             _drop_default(backend, {"options": {}})
@@ -343,6 +354,12 @@ class ExperimentConfig:
             _drop_default(explainer, {"select": _plain(SelectionConfig())})
         text = json.dumps(obj, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """A seed for repeat `repeat` of a run seeded `seed` (a stable hash, the same in every process)."""
+    digest = hashlib.sha256(f"repeat:{seed}:{repeat}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def _drop_default(obj: dict[str, Any], defaults: Mapping[str, object]) -> None:

@@ -168,7 +168,7 @@ class EvidenceBuilder:
             weight_summary=await self._weight_summary(unit) if Evidence.WEIGHT_SUMMARY in needs else None,
             other_units_records=(await self._other_units(unit, lambda s: self.scored_split(s).top)
                                  if Evidence.OTHER_UNITS_RECORDS in needs else {}),
-            seed=self.config.seed,
+            seed=self.config.sampling_seed,
         )
 
     async def _lookup_table(self, unit: UnitId, shown: Sequence[ActivationRecord]) -> TokenLookupTableSummaryOfNeuron:
@@ -189,7 +189,8 @@ class EvidenceBuilder:
         return await asyncio.to_thread(load_weight_summary, ref, self.config.records.data_root or None)
 
     async def _other_units(self, unit: UnitId, cut: _Cut) -> dict[UnitId, list[ActivationRecord]]:
-        others = other_units(unit, self.all_units, self.config.records.other_units, self.config.seed)
+        others = other_units(unit, self.all_units, self.config.records.other_units,
+                             self.config.sampling_seed)
         records = await asyncio.gather(*(self.record(other) for other in others))
         return {other: cut(self.splits(record)) for other, record in zip(others, records, strict=True)}
 

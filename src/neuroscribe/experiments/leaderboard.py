@@ -19,7 +19,7 @@ from neuroscribe.errors import ConfigError
 from neuroscribe.experiments.collection import EMBEDDED_MODEL_WARNING, MethodOutcomes, UnitKey, load_runs
 from neuroscribe.experiments.scorer_grid import ScorerGrid, build_grid, format_estimate, format_mean_and_interval
 from neuroscribe.scorers import primary_variant
-from neuroscribe.scoring import Estimate, PairedComparison, bootstrap_mean, paired_test
+from neuroscribe.scoring import Estimate, PairedComparison, bootstrap_mean, bootstrap_mean_over_repeats, paired_test
 
 DEFAULT_MIN_COVERAGE = 0.9
 
@@ -189,19 +189,34 @@ def _defined(values: dict[UnitKey, float | None]) -> dict[UnitKey, float]:
     return {unit: value for unit, value in values.items() if value is not None}
 
 
+def _unit_scores(method: MethodOutcomes, key: ScoreKey) -> dict[UnitKey, float]:
+    """Each unit's defined score; with repeats, its mean over the repeats that define it."""
+    if not method.repeats:
+        return _defined(method.scores(key.variant, key.name))
+    means = {}
+    for unit, values in method.repeat_scores(key.variant, key.name).items():
+        defined = [v for v in values if v is not None]
+        if defined:
+            means[unit] = sum(defined) / len(defined)
+    return means
+
+
 def rank_methods(methods: Sequence[MethodOutcomes], key: ScoreKey, *, min_coverage: float = DEFAULT_MIN_COVERAGE,
                  seed: int = 0) -> tuple[list[LeaderboardRow], str | None, int]:
     """Rows in rank order, the best non-control method, and how many common units the ranking rests on."""
-    scored = {m.method_id: _defined(m.scores(key.variant, key.name)) for m in methods}
+    scored = {m.method_id: _unit_scores(m, key) for m in methods}
     coverage = {m.method_id: len(scored[m.method_id]) / len(m.outcomes) if m.outcomes else 0.0 for m in methods}
     ranked_ids = [m.method_id for m in methods if scored[m.method_id] and coverage[m.method_id] >= min_coverage]
     basis = ranked_ids or [m.method_id for m in methods if scored[m.method_id]]
     common = set.intersection(*(set(scored[m]) for m in basis)) if basis else set()
 
-    def on_common(method_id: str, values: dict[UnitKey, float]) -> Estimate:
+    def on_common(method: MethodOutcomes, values: dict[UnitKey, float], variant: str | None) -> Estimate:
+        if method.repeats:  # the interval includes run-to-run noise
+            repeats = method.repeat_scores(variant, key.name)
+            return bootstrap_mean_over_repeats([repeats[u] for u in sorted(values) if u in common], seed=seed)
         return bootstrap_mean([v for u, v in sorted(values.items()) if u in common], seed=seed)
 
-    estimates = {m.method_id: on_common(m.method_id, scored[m.method_id]) for m in methods}
+    estimates = {m.method_id: on_common(m, scored[m.method_id], key.variant) for m in methods}
 
     def order(method: MethodOutcomes) -> tuple[bool, bool, float, float, str]:
         mean = estimates[method.method_id].mean
@@ -216,7 +231,7 @@ def rank_methods(methods: Sequence[MethodOutcomes], key: ScoreKey, *, min_covera
         values = scored[method.method_id]
         random_only = None
         if key.variant != "random_only" and "random_only" in method.score_names().get(key.name, ()):
-            random_only = on_common(method.method_id, _defined(method.scores("random_only", key.name)))
+            random_only = on_common(method, _unit_scores(method, ScoreKey(key.name, "random_only")), "random_only")
         rows.append(LeaderboardRow(
             rank=rank,
             method_id=method.method_id,
@@ -268,6 +283,10 @@ def build_leaderboard(run_dirs: Sequence[str | Path], seed: int = 0, *, score: s
         known = sorted({n for m in collection.methods for n in m.score_names()})
         raise ConfigError(f"no method of {', '.join(map(str, run_dirs))} has a score {key.name!r}; "
                           f"scores found: {', '.join(known) or '(none)'}")
+    repeated = {1 + len(m.repeats) for m in having if m.repeats}
+    if repeated:
+        notes.append(f"scores are each unit's mean over {', '.join(map(str, sorted(repeated)))} repeats with other "
+                     "sampling seeds; their intervals include that run-to-run noise (two-stage bootstrap)")
     rows, best, n_common = rank_methods(having, key, min_coverage=min_coverage, seed=seed)
     if len({row.n_attempted for row in rows}) > 1:
         notes.append("methods were attempted on different numbers of units; the ranking uses the common units")

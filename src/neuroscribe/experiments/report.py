@@ -16,10 +16,22 @@ from pathlib import Path
 import numpy as np
 
 from neuroscribe.errors import NeuroscribeError
-from neuroscribe.experiments.collection import EMBEDDED_MODEL_WARNING, MethodOutcomes, RunCollection, load_runs
+from neuroscribe.experiments.collection import (
+    EMBEDDED_MODEL_WARNING,
+    MethodOutcomes,
+    RunCollection,
+    UnitKey,
+    load_runs,
+)
 from neuroscribe.experiments.store import UnitUsage
 from neuroscribe.scorers.simulation import CALIBRATION_SLOPE, UNCALIBRATED
-from neuroscribe.scoring import Estimate, bootstrap_fraction_above, bootstrap_mean
+from neuroscribe.scoring import (
+    Estimate,
+    bootstrap_fraction_above,
+    bootstrap_mean,
+    bootstrap_mean_over_repeats,
+    spread_over_repeats,
+)
 
 HISTOGRAM_BINS = np.linspace(-1.0, 1.0, 11)
 """Score histograms: ten bins of 0.2 from -1 to 1."""
@@ -95,11 +107,66 @@ class PublishedComparison:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MethodSpread:
+    """Run-to-run spread of one method's headline score over the repeats of a run (`run --repeats N`)."""
+
+    method_id: str
+    n_repeats: int
+    over_repeats: Estimate
+    """Mean over units of each unit's mean over repeats; the interval includes seed noise (two-stage bootstrap)."""
+    per_unit: Mapping[UnitKey, Sequence[float | None]]
+    """Each unit's score in every repeat, repeat 0 first."""
+    spreads: Mapping[UnitKey, float | None]
+    """Each unit's standard deviation over repeats (None with fewer than 2 defined scores)."""
+
+    @property
+    def defined_spreads(self) -> list[float]:
+        return [v for v in self.spreads.values() if v is not None]
+
+
+def method_spread(method: MethodOutcomes, seed: int = 0) -> MethodSpread | None:
+    if not method.repeats:
+        return None
+    per_unit = method.repeat_scores()
+    return MethodSpread(method_id=method.method_id, n_repeats=1 + len(method.repeats),
+                        over_repeats=bootstrap_mean_over_repeats(list(per_unit.values()), seed=seed),
+                        per_unit=per_unit, spreads={u: spread_over_repeats(v) for u, v in per_unit.items()})
+
+
+MAX_SPREAD_ROWS = 40
+"""Per-unit rows of the spread section (largest spreads first)."""
+
+
+def _spread_lines(spreads: Sequence[MethodSpread], methods: Sequence[MethodReport]) -> list[str]:
+    lines = ["", f"## Run-to-run spread ({spreads[0].n_repeats} repeats with other sampling seeds; headline score)",
+             "", "| method | mean over repeats, 95% CI with seed noise | repeat 0 alone | per-unit SD: mean, max | "
+             "units with 2+ scores |", "|---|---|---|---|---|"]
+    alone = {m.method_id: m.top_and_random for m in methods}
+    for spread in spreads:
+        sds = spread.defined_spreads
+        summary = f"{np.mean(sds):.3f}, {max(sds):.3f}" if sds else "n/a"
+        lines.append(f"| {spread.method_id} | {_estimate(spread.over_repeats)} | {_estimate(alone[spread.method_id])} "
+                     f"| {summary} | {len(sds)} / {len(spread.per_unit)} |")
+    rows = [(sd, spread.method_id, unit, spread.per_unit[unit]) for spread in spreads
+            for unit, sd in spread.spreads.items()]
+    rows.sort(key=lambda row: -(row[0] if row[0] is not None else -1.0))
+    lines += ["", "Per unit (largest spread first):", "", "| unit | method | score in each repeat | SD |",
+              "|---|---|---|---|"]
+    for sd, method_id, (layer, index, _), values in rows[:MAX_SPREAD_ROWS]:
+        lines.append(f"| {layer}/{index} | {method_id} | {', '.join(_score(v) for v in values)} | {_score(sd)} |")
+    if len(rows) > MAX_SPREAD_ROWS:
+        lines.append(f"| ... {len(rows) - MAX_SPREAD_ROWS} more | | | |")
+    return lines
+
+
+@dataclass(frozen=True, kw_only=True)
 class Report:
     collection: RunCollection
     methods: Sequence[MethodReport]
     comparisons: Sequence[PublishedComparison]
     notes: Sequence[str]
+    spreads: Sequence[MethodSpread] = ()
+    """Run-to-run spread per method, when the run has repeats."""
 
     def to_text(self) -> str:
         names = ", ".join(str(m.get("name") or m.get("config", {}).get("name", "?")) for m in self.collection.manifests)
@@ -149,6 +216,8 @@ class Report:
                          f"{m.usage.completion_tokens} | ${m.usage.cost_usd:.4f} | {m.seconds:.0f} s |")
         lines.append(f"| total | {total.calls} | {total.cache_hits} | {total.prompt_tokens} | "
                      f"{total.completion_tokens} | ${total.cost_usd:.4f} | |")
+        if self.spreads:
+            lines += _spread_lines(self.spreads, self.methods)
         for comparison in self.comparisons:
             lines += _comparison_lines(comparison)
         return "\n".join(lines) + "\n"
@@ -169,17 +238,23 @@ class Report:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-        for axis, variant in zip(axes, ("top_and_random", "random_only"), strict=True):
+        headlines = sorted({m.headline for m in self.methods})
+        # the primary variant (None): top-and-random, or all for scorers that do not cut top from random
+        for axis, variant, title in zip(axes, (None, "random_only"), ("top-and-random (or all)", "random-only"),
+                                        strict=True):
             for m in self.methods:
                 values = [v for v in _method(self.collection, m.method_id).scores(variant).values() if v is not None]
                 if values:
                     axis.hist(values, bins=HISTOGRAM_BINS, histtype="step", linewidth=1.6,
                               linestyle="--" if m.is_control else "-", label=f"{m.method_id} (n={len(values)})")
-            axis.set_title(variant.replace("_", "-") + " score")
-            axis.set_xlabel("ev-correlation score")
+            axis.set_title(f"{title} score")
+            axis.set_xlabel(" / ".join(headlines) or "score")
             axis.set_xlim(-1, 1)
         axes[0].set_ylabel("units")
-        axes[1].legend(fontsize="small")
+        for axis in axes:
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize="small")
+                break
         if self.collection.uses_embedded_model:
             figure.suptitle("embedded model (SmolLM2-135M): a plumbing check, not a measurement", fontsize="medium")
         figure.tight_layout()
@@ -340,4 +415,5 @@ def build_report(run_dirs: Sequence[str | Path], *, compare_with_published: bool
     comparisons = []
     if compare_with_published:
         comparisons = [compare_published(collection, m) for m in collection.methods if not m.is_control]
-    return Report(collection=collection, methods=methods, comparisons=comparisons, notes=notes)
+    spreads = [spread for m in collection.methods if (spread := method_spread(m, seed)) is not None]
+    return Report(collection=collection, methods=methods, comparisons=comparisons, notes=notes, spreads=spreads)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import sys
 import time
@@ -31,7 +32,7 @@ from neuroscribe.experiments.evidence import EvidenceBuilder
 from neuroscribe.experiments.manifest import open_run, update_manifest
 from neuroscribe.experiments.plan import Plan, Shard, make_plan, pending_units
 from neuroscribe.experiments.sources import ExplanationSource, SourceContext, Sourced, build_sources
-from neuroscribe.experiments.store import RunStore, UnitOutcome, UnitUsage, now_iso
+from neuroscribe.experiments.store import REPEATS_DIR, RunStore, UnitOutcome, UnitUsage, now_iso
 from neuroscribe.llm.base import Backend, BackendSpec, TransportSettings
 from neuroscribe.llm.usage import UsageLedger, UsageTotals
 from neuroscribe.records import UnitId
@@ -61,11 +62,14 @@ class RunSummary:
     """(unit, method) pairs found finished in the run directory and skipped."""
     usage: UnitUsage
     seconds: float
+    repeats: int = 1
+    """Repeats of the experiment the counts add up (see `run_experiment`)."""
 
     def to_text(self) -> str:
+        repeats = f" x {self.repeats} repeats" if self.repeats > 1 else ""
         return (
             f"{self.run_dir}: {self.completed} finished, {self.failed} failed, {self.already_done} already done "
-            f"({self.units} units x {len(self.methods)} methods); {self.usage.calls} model calls, "
+            f"({self.units} units x {len(self.methods)} methods{repeats}); {self.usage.calls} model calls, "
             f"{self.usage.cache_hits} cache hits, {self.usage.prompt_tokens} + {self.usage.completion_tokens} tokens, "
             f"${self.usage.cost_usd:.4f}, {self.seconds:.1f} s"
         )
@@ -145,7 +149,7 @@ class _Runner:
             key = (backend.spec, backend.transport, repr(sorted(backend.options.items())))
             if key not in built:
                 built[key] = create_backend(backend.spec, backend.transport, cache_dir=cache_dir, ledger=self.ledger,
-                                            options=backend.options)
+                                            options=backend.options, sampling_salt=self.config.repeat)
             self.backends[name] = built[key]
         for _, scorer in self.config.scorer_configs():
             self.scorers[scorer.label] = create_scorer(scorer.name, self.backends[scorer.backend], scorer.options)
@@ -354,23 +358,49 @@ async def arun_experiment(config: ExperimentConfig, out_dir: str | Path, *, shar
                       seconds=time.monotonic() - started)
 
 
+def repeated(config: ExperimentConfig, repeat: int, run_dir: Path) -> ExperimentConfig:
+    """Repeat `repeat` of `config` (run in RUN/repeats/<repeat>): the same records (a collection made by
+    repeat 0 is read from RUN, never collected again) and the same response cache, other sampling seeds."""
+    records = config.records
+    if records.collect is not None and not records.collect.out:
+        records = dataclasses.replace(records, collect=dataclasses.replace(records.collect,
+                                                                           out=str(run_dir / "dataset")))
+    run = config.run
+    if not run.cache_dir:
+        run = dataclasses.replace(run, cache_dir=str(run_dir / "cache"))
+    return dataclasses.replace(config, repeat=repeat, records=records, run=run)
+
+
 def run_experiment(config_path_or_config: str | Path | ExperimentConfig, out_dir: str | Path,
                    overrides: Sequence[str] = (), *, shard: Shard | str | None = None, skip_failed: bool = False,
-                   progress: bool | None = None) -> RunSummary:
+                   progress: bool | None = None, repeats: int = 1) -> RunSummary:
     """Run (or resume) an experiment into `out_dir`; the one synchronous entry point.
 
     `overrides` are `key=value` strings as for `neuroscribe run --set`; with a config object they
-    must be empty (apply them when building it).
+    must be empty (apply them when building it). `repeats` > 1 runs the experiment again with other
+    sampling seeds into `out_dir/repeats/1 ...` (see `repeated`); the summary adds them up.
     """
+    if repeats < 1:
+        raise ConfigError(f"repeats must be at least 1, got {repeats}")
     if isinstance(config_path_or_config, ExperimentConfig):
         if overrides:
             raise ConfigError("overrides apply to a config file; build the ExperimentConfig with them instead")
         config, source = config_path_or_config, None
     else:
         config, source = load_config(config_path_or_config, overrides), str(config_path_or_config)
+    if config.repeat:
+        raise ConfigError("the config sets `repeat`; run it with repeats instead (repeat 0 is the run itself)")
     chosen = Shard.parse(shard) if isinstance(shard, str) else (shard or Shard())
-    return asyncio.run(arun_experiment(config, out_dir, shard=chosen, skip_failed=skip_failed, progress=progress,
-                                       source=source, overrides=overrides))
+    summaries = [asyncio.run(arun_experiment(
+        config if r == 0 else repeated(config, r, Path(out_dir)),
+        out_dir if r == 0 else Path(out_dir) / REPEATS_DIR / str(r),
+        shard=chosen, skip_failed=skip_failed, progress=progress, source=source, overrides=overrides,
+    )) for r in range(repeats)]
+    first = summaries[0]
+    return dataclasses.replace(
+        first, completed=sum(s.completed for s in summaries), failed=sum(s.failed for s in summaries),
+        already_done=sum(s.already_done for s in summaries), seconds=sum(s.seconds for s in summaries),
+        usage=sum((s.usage for s in summaries[1:]), first.usage), repeats=repeats)
 
 
 __all__ = ["Plan", "RunSummary", "Shard", "arun_experiment", "make_plan", "run_experiment"]

@@ -201,7 +201,7 @@ def build_sources(config: ExperimentConfig, backends: Mapping[str, Backend], sco
     if config.controls.random_explanation:
         units = config.units.resolve(config.seed)
         sources[RANDOM_EXPLANATION] = PartnerSource(of=config.explainers[0].label,
-                                                    partners=random_partners(units, config.seed))
+                                                    partners=random_partners(units, config.sampling_seed))
     if config.controls.published:
         sources[PUBLISHED] = PublishedSource(dataset=dataset, data_root=config.records.data_root or None)
     return sources

@@ -8,6 +8,7 @@ Layout (read by reports, the leaderboard and the viewer):
     RUN/outcomes/<method_id>.jsonl       one JSON object per unit: status, reason, explanation, scores (the headline
                                          score per variant), named_scores (every score), usage, seconds
     RUN/records/<layer>/<index>.json     the NeuronRecord that was used (published format)
+    RUN/repeats/<r>/                     repeat r > 0 (`run --repeats N`): a run directory of its own
 
 A unit's result line and outcome line are appended together under a file lock, each flushed and
 fsynced, so several shard processes can share one run directory, and a kill at any point loses at most
@@ -35,6 +36,8 @@ from neuroscribe.records import NeuronRecord, UnitId, UnitKind
 from neuroscribe.results import ResultRecord
 
 Status = Literal["ok", "failed"]
+REPEATS_DIR = "repeats"
+"""Repeat r > 0 of a run RUN lives in RUN/repeats/<r>, a run directory of its own (repeat 0 is RUN itself)."""
 LEGACY_HEADLINE = "ev_correlation"
 """What outcomes written before `named_scores` existed scored (the simulation's correlation)."""
 
@@ -178,6 +181,13 @@ def _score_map(data: Mapping[str, Any]) -> dict[str, float | None]:
 
 def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or value != value else value
+
+
+def repeat_dirs(run_dir: str | Path) -> list[Path]:
+    """The run directories of the repeats of the run in `run_dir` beyond the first, in repeat order."""
+    root = Path(run_dir) / REPEATS_DIR
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name))
 
 
 class RunStore:

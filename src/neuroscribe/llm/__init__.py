@@ -73,6 +73,7 @@ def create_backend(
     cache_dir: Path | None = None,
     ledger: UsageLedger | None = None,
     options: Mapping[str, object] | None = None,
+    sampling_salt: int = 0,
 ) -> LLMClient:
     """The backend `spec` names, wrapped in the client layers (cache -> limits -> retries -> usage).
 
@@ -80,6 +81,7 @@ def create_backend(
     runs) to make re-runs free. Prices in the spec turn token counts into cost estimates in `ledger`.
     `options` (a config's `[backends.NAME.options]`) are checked against the backend's options dataclass
     (see `backend_options_type`): an unknown key, a wrong type or a bad value is a ConfigError naming it.
+    `sampling_salt` (a run's repeat number) reseeds every sampled request (see `LLMClient`).
     """
     from neuroscribe.llm.cache import ResponseCache
     from neuroscribe.llm.client import LLMClient
@@ -97,6 +99,7 @@ def create_backend(
             per_million_prompt_tokens=spec.price_per_million_prompt_tokens,
             per_million_completion_tokens=spec.price_per_million_completion_tokens,
         ),
+        sampling_salt=sampling_salt,
     )
 
 

@@ -9,6 +9,7 @@ to use instead, never after minutes of retries.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import sqlite3
@@ -130,8 +131,13 @@ class LLMClient:
         ledger: UsageLedger | None = None,
         pricing: Pricing | None = None,
         limiter: Limiter | None = None,
+        sampling_salt: int = 0,
     ) -> None:
         self.backend = backend
+        self.sampling_salt = sampling_salt
+        """Mixed into the seed of every sampled request (temperature > 0), e.g. a run's repeat number, so
+        repeats draw anew and the cache, keyed by the seed, keeps their answers apart; greedy requests keep
+        their seed (their answer does not depend on it) and stay shared."""
         self.transport = transport or TransportSettings()
         _validate_transport(self.transport)
         self.cache = cache
@@ -158,6 +164,13 @@ class LLMClient:
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
 
+    def _salted(self, request: CompletionRequest) -> CompletionRequest:
+        sampling = request.sampling
+        if not self.sampling_salt or sampling.temperature == 0:
+            return request
+        digest = hashlib.sha256(f"{sampling.seed}:{self.sampling_salt}".encode()).digest()
+        return replace(request, sampling=replace(sampling, seed=int.from_bytes(digest[:4], "big") & 0x7FFFFFFF))
+
     async def aclose(self) -> None:
         await self.backend.aclose()
         if self.cache is not None:
@@ -165,6 +178,7 @@ class LLMClient:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         check_capabilities(self.name, self.capabilities, request)
+        request = self._salted(request)
         started = time.monotonic()
         cacheable = self.cache is not None and is_cacheable(request)
         if cacheable:

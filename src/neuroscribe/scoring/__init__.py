@@ -26,8 +26,11 @@ from neuroscribe.scoring.stats import (
     PairedComparison,
     bootstrap_fraction_above,
     bootstrap_mean,
+    bootstrap_mean_over_repeats,
     holm_adjusted,
     paired_test,
+    spread_over_repeats,
+    wilson_fraction,
 )
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "balanced_accuracy",
     "bootstrap_fraction_above",
     "bootstrap_mean",
+    "bootstrap_mean_over_repeats",
     "coefficient_of_determination",
     "correlation",
     "holm_adjusted",
@@ -55,4 +59,6 @@ __all__ = [
     "rsquared_score",
     "score_sequences",
     "score_variants",
+    "spread_over_repeats",
+    "wilson_fraction",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -117,11 +118,70 @@ def bootstrap_mean(values: Sequence[float | None], n_resamples: int = 1000, seed
     return Estimate(mean=mean, low=low, high=high, n=int(defined.size), n_missing=n_missing, confidence=confidence)
 
 
+def bootstrap_mean_over_repeats(values: Sequence[Sequence[float | None]], n_resamples: int = 1000, seed: int = 0,
+                                confidence: float = 0.95) -> Estimate:
+    """Mean over units of each unit's mean over repeats (`values[unit][repeat]`), with an interval that
+    includes run-to-run noise: a two-stage bootstrap resamples units, then each drawn unit's repeats.
+
+    A unit with no defined repeat is missing; one with some uses those it has.
+    """
+    _check(confidence, n_resamples)
+    units = [_defined(unit) for unit in values]
+    kept = [unit for unit in units if unit.size]
+    n_missing = len(units) - len(kept)
+    if not kept:
+        return Estimate(mean=None, low=None, high=None, n=0, n_missing=n_missing, confidence=confidence)
+    mean = float(np.mean([unit.mean() for unit in kept]))
+    if len(kept) < 2:
+        return Estimate(mean=mean, low=None, high=None, n=1, n_missing=n_missing, confidence=confidence)
+    width = max(unit.size for unit in kept)
+    padded = np.zeros((len(kept), width))
+    counts = np.array([unit.size for unit in kept])
+    for row, unit in zip(padded, kept, strict=True):
+        row[: unit.size] = unit
+    rng = np.random.default_rng(seed)
+    samples = []
+    for rows in _chunks(n_resamples, len(kept) * width):
+        drawn = rng.integers(0, len(kept), size=(rows, len(kept)))  # stage 1: units
+        repeats = np.floor(rng.random((rows, len(kept), width)) * counts[drawn][..., None]).astype(np.int64)
+        values_drawn = padded[drawn[..., None], repeats]  # stage 2: each drawn unit's repeats
+        used = np.arange(width)[None, None, :] < counts[drawn][..., None]
+        samples.append(((values_drawn * used).sum(axis=2) / counts[drawn]).mean(axis=1))
+    low, high = _interval(np.concatenate(samples), confidence)
+    return Estimate(mean=mean, low=low, high=high, n=len(kept), n_missing=n_missing, confidence=confidence)
+
+
+def spread_over_repeats(values: Sequence[float | None]) -> float | None:
+    """One unit's standard deviation over repeats (n - 1 in the denominator); None with fewer than 2 defined."""
+    defined = _defined(values)
+    return float(defined.std(ddof=1)) if defined.size >= 2 else None
+
+
 def bootstrap_fraction_above(values: Sequence[float | None], threshold: float, n_resamples: int = 1000,
                              seed: int = 0, confidence: float = 0.95) -> Estimate:
     """Share of units scoring at least `threshold` (e.g. the paper's 'above 0.7'), over defined units."""
     indicators = [None if v is None or math.isnan(v) else float(v >= threshold) for v in values]
     return bootstrap_mean(indicators, n_resamples=n_resamples, seed=seed, confidence=confidence)
+
+
+def wilson_fraction(outcomes: Sequence[bool | None], confidence: float = 0.95) -> Estimate:
+    """Share of True among the decided outcomes (None: undecided, counted as missing) with a Wilson score
+    interval. Unlike a bootstrap, it stays honest for few trials and at 0 or all: 9 of 9 gives [0.70, 1],
+    not [1, 1]; it is defined from one trial on."""
+    _check(confidence, 1)
+    decided = [o for o in outcomes if o is not None]
+    n, n_missing = len(decided), len(outcomes) - len(decided)
+    if not n:
+        return Estimate(mean=None, low=None, high=None, n=0, n_missing=n_missing, confidence=confidence)
+    successes = sum(decided)
+    share = successes / n
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    shrink = 1 + z * z / n
+    centre = (share + z * z / (2 * n)) / shrink
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / shrink
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return Estimate(mean=share, low=low, high=high, n=n, n_missing=n_missing, confidence=confidence)
 
 
 def _sign_flip_p_value(differences: FloatArray, n_resamples: int, rng: np.random.Generator) -> float:
