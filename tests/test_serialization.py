@@ -24,9 +24,13 @@ from neuroscribe.records import (
 )
 from neuroscribe.results import (
     ActivationScale,
+    AttentionSimulation,
+    AttentionSimulationResults,
     ExplanationScores,
     JudgedExample,
     NeuronSimulationResults,
+    ScoredAttentionExplanation,
+    ScoredAttentionSimulation,
     ScoredExplanation,
     ScoredSequenceSimulation,
     ScoredSimulation,
@@ -383,7 +387,22 @@ judged_examples = st.builds(
     target=optional_float, prediction=optional_float, predicted_activations=st.lists(finite, max_size=3),
 )
 score_tables = st.dictionaries(text, st.dictionaries(text, optional_float, max_size=3), max_size=3)
+attention_simulations = st.builds(
+    AttentionSimulation, tokens=st.lists(text, min_size=1, max_size=3),
+    token_pair_coords=st.tuples(st.integers(0, 2), st.integers(0, 2)).map(lambda p: (max(p), min(p))),
+    token_pair_label=st.sampled_from([0, 1]), simulation_prediction=st.floats(0, 1),
+)
+scored_attention_simulations = st.builds(ScoredAttentionSimulation,
+                                         attention_simulations=st.lists(attention_simulations, max_size=3),
+                                         roc_auc_score=optional_float)
+scored_attention_explanations = st.builds(ScoredAttentionExplanation, explanation=text,
+                                          scored_attention_simulation=scored_attention_simulations)
 STRATEGIES: dict[type, st.SearchStrategy[object]] = {
+    AttentionSimulation: attention_simulations,
+    ScoredAttentionSimulation: scored_attention_simulations,
+    ScoredAttentionExplanation: scored_attention_explanations,
+    AttentionSimulationResults: st.builds(AttentionSimulationResults, attention_head_id=neuron_ids,
+                                          scored_explanations=st.lists(scored_attention_explanations, max_size=2)),
     JudgedExample: judged_examples,
     ExplanationScores: st.builds(ExplanationScores, neuron_id=neuron_ids, explanation=text, scorer=text,
                                  scores=score_tables, examples=st.lists(judged_examples, max_size=2)),
@@ -435,5 +454,12 @@ def test_a_results_line_is_read_as_the_type_its_tag_names() -> None:
     assert result_from_json_obj(published) == _results()
     del published["dataclass_name"]  # older published files carry no tag: they are the published format
     assert isinstance(result_from_json_obj(published), NeuronSimulationResults)
+    head = AttentionSimulationResults(attention_head_id=NeuronId(0, 5), scored_explanations=[ScoredAttentionExplanation(
+        explanation="the first token", scored_attention_simulation=ScoredAttentionSimulation(
+            attention_simulations=[AttentionSimulation(tokens=["a", "b"], token_pair_coords=(1, 0), token_pair_label=1,
+                                                       simulation_prediction=0.8)], roc_auc_score=None))])
+    assert result_from_json_obj(json.loads(dumps(head))) == head
+    with pytest.raises(DataError, match=r"token_pair_coords: expected an array of 2 items, got \[1\]"):
+        result_from_json_obj(json.loads(dumps(head).replace("[1, 0]", "[1]")))
     with pytest.raises(DataError, match=r"line 7: at scores\.auc: expected an object"):
         result_from_json_obj({**json.loads(dumps(ours)), "scores": {"auc": 3}}, "line 7")

@@ -131,5 +131,47 @@ class ExplanationScores:
     examples: list[JudgedExample] = field(default_factory=list)
 
 
-ResultRecord = NeuronSimulationResults | ExplanationScores
-"""One line of a run's results file: the published format for simulation scores, ours for the others."""
+@dataclass
+class AttentionSimulation:
+    """The simulator's belief that one (query, key) pair of an excerpt is strongly attended (published format)."""
+
+    tokens: list[str]
+    token_pair_coords: tuple[int, int]
+    """(query, key), key <= query: the later token and the earlier one (or itself) it may draw on."""
+    token_pair_label: int
+    """1 for a pair among the head's strongest, 0 for a weak one."""
+    simulation_prediction: float
+    """P(the pair is strongly attended) as the simulator gave it, between 0 and 1."""
+
+
+@dataclass
+class ScoredAttentionSimulation:
+    """Every pair asked about for one explanation, and the ROC AUC of the predictions against the labels."""
+
+    attention_simulations: list[AttentionSimulation]
+    roc_auc_score: float | None = None
+    """The chance that a strong pair is predicted above a weak one (ties count half); None where undefined."""
+
+
+@dataclass
+class ScoredAttentionExplanation:
+    explanation: str
+    scored_attention_simulation: ScoredAttentionSimulation
+
+
+@dataclass
+class AttentionSimulationResults:
+    """One line of a published attention-head explanations `.jsonl` file."""
+
+    attention_head_id: NeuronId
+    scored_explanations: list[ScoredAttentionExplanation]
+
+    @property
+    def neuron_id(self) -> NeuronId:
+        """The head's id under the name every other result line uses (layer, index within the layer)."""
+        return self.attention_head_id
+
+
+ResultRecord = NeuronSimulationResults | ExplanationScores | AttentionSimulationResults
+"""One line of a run's results file: the published formats for simulation scores (neurons and attention
+heads), ours for the others."""

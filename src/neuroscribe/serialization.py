@@ -10,7 +10,9 @@ Compatibility rules:
   when present it must name the expected class.
 - A tag naming a subclass of the expected class selects the subclass (a `TokenPairRecord` where an
   `ActivationRecord` is declared, as in attention-head records).
-- `ScoredSequenceSimulation.sequence_simulation` is read as an alias of `simulation`.
+- `ScoredSequenceSimulation.sequence_simulation` is read as an alias of `simulation`, and
+  `AttentionSimulationResults.attention_id` (its older name) as one of `attention_head_id`.
+- A fixed-length tuple (a token pair's coordinates) is a JSON array of that length.
 - Non-finite floats are written as `null`; `null` in a plain `float` slot reads back as NaN.
 - Fields that exist only in neuroscribe (`NeuronRecord.stddev`, `most_negative_activation_records`)
   are left out while they are `None`, so files we write stay loadable by the reference code.
@@ -43,6 +45,7 @@ TAG = "dataclass_name"
 
 FIELD_ALIASES: dict[type, dict[str, str]] = {
     results.ScoredSequenceSimulation: {"sequence_simulation": "simulation"},
+    results.AttentionSimulationResults: {"attention_id": "attention_head_id"},
 }
 """Alternative spellings found in published files: class -> {alias: field}."""
 
@@ -255,6 +258,18 @@ def _list_decoder(item_type: object) -> _Decoder:
     return decode
 
 
+def _tuple_decoder(item_types: tuple[object, ...]) -> _Decoder:
+    """A fixed-length tuple (e.g. a token pair's (query, key)), written as a JSON array."""
+    decoders = [_decoder_for(item_type) for item_type in item_types]
+
+    def decode(value: object, path: str) -> tuple[object, ...]:
+        if type(value) is not list or len(value) != len(decoders):
+            raise _Invalid(path, f"expected an array of {len(decoders)} items, got {_describe(value)}")
+        return tuple(d(x, f"{path}[{i}]") for i, (d, x) in enumerate(zip(decoders, value, strict=True)))
+
+    return decode
+
+
 def _dict_decoder(value_type: object) -> _Decoder:
     decode_value = _decoder_for(value_type)
 
@@ -352,6 +367,8 @@ def _build_decoder(tp: object) -> _Decoder:
         raise TypeError(f"unsupported union type {tp}")
     if origin is list:
         return _list_decoder(args[0] if args else Any)
+    if origin is tuple and args and Ellipsis not in args:
+        return _tuple_decoder(args)
     if origin is dict:
         if args and args[0] is not str:
             raise TypeError(f"unsupported dict key type in {tp}: JSON keys are strings")
@@ -389,11 +406,16 @@ def from_tagged_json_obj(data: object, source: str = "<data>") -> object:
     return from_json_obj(data, cls, source)
 
 
+RESULT_LINES: dict[str, type[results.ResultRecord]] = {
+    cls.__name__: cls for cls in (results.ExplanationScores, results.AttentionSimulationResults)}
+"""Result lines read by their tag; an untagged (or otherwise tagged) line is the published simulation format."""
+
+
 def result_from_json_obj(data: object, source: str = "<data>") -> results.ResultRecord:
-    """A results line: our `ExplanationScores` when tagged so, else the published `NeuronSimulationResults`
-    (whose older files carry no tag)."""
-    ours = isinstance(data, dict) and data.get(TAG) == results.ExplanationScores.__name__
-    cls: type[results.ResultRecord] = results.ExplanationScores if ours else results.NeuronSimulationResults
+    """A results line: our `ExplanationScores` or the published `AttentionSimulationResults` when tagged so,
+    else the published `NeuronSimulationResults` (whose older files carry no tag)."""
+    tag = data.get(TAG) if isinstance(data, dict) else None
+    cls = RESULT_LINES.get(str(tag), results.NeuronSimulationResults)
     return from_json_obj(data, cls, source)
 
 
