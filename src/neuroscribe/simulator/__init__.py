@@ -2,7 +2,8 @@
 
 `SIMULATORS` maps config names to simulator classes; `create_simulator` builds one with options
 validated against its options dataclass. `calibration.calibrate` maps predictions onto the true
-activation scale. A new simulator is one module plus a registry entry here.
+activation scale. A new simulator is one module plus a registry entry here. `TokenPairSimulator` predicts
+whether an attention head links a (query, key) pair instead; the `attention_simulation` scorer uses it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from neuroscribe.simulator.generated_logprobs import GeneratedLogprobsOptions, G
 from neuroscribe.simulator.json_simulator import JsonSimulator, JsonSimulatorOptions
 from neuroscribe.simulator.one_at_a_time import OneAtATimeOptions, OneAtATimeSimulator
 from neuroscribe.simulator.prompts import PromptedSimulator, SimulatorOptions
+from neuroscribe.simulator.token_pair import TokenPairSimulator, TokenPairSimulatorOptions
 
 SIMULATORS: Registry[PromptedSimulator[Any]] = Registry("simulator")
 SIMULATORS.register("all_at_once")(AllAtOnceSimulator)
@@ -50,6 +52,8 @@ __all__ = [
     "PromptedSimulator",
     "Simulator",
     "SimulatorOptions",
+    "TokenPairSimulator",
+    "TokenPairSimulatorOptions",
     "calibrate",
     "create_simulator",
 ]

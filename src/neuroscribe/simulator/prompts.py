@@ -58,8 +58,9 @@ class TopLogprobsOptions(SimulatorOptions):
             raise ValueError(f"top_logprobs must be in 1..100, got {self.top_logprobs}")
 
 
-def explanation_line(explanation: str) -> str:
-    return f"Explanation: {formatting.NEURON_LEAD_IN} {explanation.strip().rstrip('.').strip()}."
+def explanation_line(explanation: str, lead_in: str = formatting.NEURON_LEAD_IN) -> str:
+    """The explanation as the sentence it completes (`lead_in`: a neuron's, or a head's for token pairs)."""
+    return f"Explanation: {lead_in} {explanation.strip().rstrip('.').strip()}."
 
 
 def worked_examples_text(n: int) -> str:
