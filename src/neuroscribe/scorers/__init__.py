@@ -2,7 +2,8 @@
 
 `SCORERS` maps config names (`[[scorers]] name = ...`) to scorer classes; `create_scorer` builds one
 with options validated against its options dataclass. The paper's scoring is `simulation`; `detection`,
-`fuzzing` and `intruder` ask a model yes/no or which-one questions about excerpts.
+`fuzzing` and `intruder` ask a model yes/no or which-one questions about excerpts; `attention_simulation`
+scores attention-head explanations on token pairs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from neuroscribe.errors import StageError
 from neuroscribe.llm.base import Backend
 from neuroscribe.registry import Registry, registered_options
+from neuroscribe.scorers.attention import AttentionSimulationOptions, AttentionSimulationScorer
 from neuroscribe.scorers.base import (
     Scorer,
     ScorerInput,
@@ -30,6 +32,7 @@ SCORERS.register("simulation")(SimulationScorer)
 SCORERS.register("detection")(DetectionScorer)
 SCORERS.register("fuzzing")(FuzzingScorer)
 SCORERS.register("intruder")(IntruderScorer)
+SCORERS.register("attention_simulation")(AttentionSimulationScorer)
 
 
 def create_scorer(name: str, backend: Backend, options: Mapping[str, object]) -> Scorer:
@@ -39,6 +42,8 @@ def create_scorer(name: str, backend: Backend, options: Mapping[str, object]) ->
 
 __all__ = [
     "SCORERS",
+    "AttentionSimulationOptions",
+    "AttentionSimulationScorer",
     "DetectionOptions",
     "DetectionScorer",
     "FuzzingOptions",
