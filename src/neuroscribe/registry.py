@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -79,6 +80,7 @@ def build_options(options_cls: type[T], options: Mapping[str, object], where: st
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{where}: unknown option {key!r}.{hint} Valid options: {', '.join(valid)}")
     hints = typing.get_type_hints(options_cls)
+    options = {key: _enum_member(value, hints[key]) for key, value in options.items()}
     for key, value in options.items():
         if not _matches(value, hints[key]):
             raise ConfigError(f"{where}: option {key!r} must be {_type_name(hints[key])}, got {value!r}")
@@ -86,6 +88,15 @@ def build_options(options_cls: type[T], options: Mapping[str, object], where: st
         return options_cls(**options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _enum_member(value: object, hint: object) -> object:
+    """A TOML string naming a member of an enum option (e.g. unit_kind = "attention_head") as that member."""
+    if isinstance(hint, type) and issubclass(hint, enum.Enum) and not isinstance(value, hint):
+        for member in hint:
+            if member.value == value:
+                return member
+    return value
 
 
 def _matches(value: object, hint: object) -> bool:
@@ -111,4 +122,6 @@ def _matches(value: object, hint: object) -> bool:
 
 
 def _type_name(hint: object) -> str:
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in hint)
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -112,3 +112,34 @@ def test_a_sweep_over_backends_needs_ids_and_crosses_every_explainer_with_every_
         "tap-small+all_at_once", "tap-small+json", "tap-big+all_at_once", "tap-big+json",
         "random_explanation+all_at_once", "random_explanation+json", "token_lookup+all_at_once", "token_lookup+json",
     ]
+
+
+def test_attention_heads_refuse_per_token_components_and_name_what_fits():
+    heads = minimal(units={"refs": ["1/1"], "kind": "attention_head"}, simulators=[],
+                    scorers=[{"name": "attention_simulation"}], controls={"token_lookup": False})
+    fits = "use explainers 'attention_head' and scorers 'attention_simulation'"
+    with pytest.raises(ConfigError, match=rf"\[\[explainers\]\] 'token_activation_pair' .* needs activation_records, "
+                                          rf"which attention_head units cannot provide .*; for \[units\] kind = "
+                                          rf"'attention_head' {fits}"):
+        config_from_dict(heads)
+    heads["explainers"] = [{"name": "attention_head"}]
+    assert config_from_dict(heads).method_ids() == ["attention_head+attention_simulation",
+                                                    "random_explanation+attention_simulation"]
+    with pytest.raises(ConfigError, match=r"\[controls\] token_lookup needs token_lookup_table, .*turn off the "
+                                          r"control that needs it"):
+        config_from_dict({**heads, "controls": {"token_lookup": True}})
+    with pytest.raises(ConfigError, match=r"'attention_simulation' .* needs token_pair_records, which mlp_neuron "
+                                          r"units cannot provide"):
+        config_from_dict(minimal(scorers=[{"name": "attention_simulation"}]))
+
+
+def test_enum_options_are_read_from_their_toml_strings(tmp_path):
+    from neuroscribe.datasets.collect import CollectConfig
+    from neuroscribe.records import UnitKind
+    from neuroscribe.registry import build_options
+
+    config = build_options(CollectConfig, {"out_dir": tmp_path, "unit_kind": "attention_head"}, "[records.collect]")
+    assert config.unit_kind is UnitKind.ATTENTION_HEAD
+    with pytest.raises(ConfigError, match=r"option 'unit_kind' must be one of 'mlp_neuron', 'attention_head', "
+                                          r"'autoencoder_latent', got 'heads'"):
+        build_options(CollectConfig, {"out_dir": tmp_path, "unit_kind": "heads"}, "[records.collect]")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from neuroscribe.errors import ConfigError
+from neuroscribe.errors import ConfigError, DataError
 from neuroscribe.experiments.config import config_from_dict
 from neuroscribe.experiments.evidence import token_lookup_table
 from neuroscribe.experiments.plan import Shard, make_plan
 from neuroscribe.experiments.sources import random_partners
-from neuroscribe.records import ActivationRecord, UnitId
+from neuroscribe.records import ActivationRecord, TokenPairRecord, UnitId
 
 
 def test_shards_partition_the_units():
@@ -60,3 +60,10 @@ def test_token_lookup_table_averages_per_token():
                ActivationRecord(tokens=["b", "c"], activations=[2.0, 9.0])]
     table = token_lookup_table(records, size=5, min_count=2)
     assert table.tokens == ["a", "b"] and table.average_activations == [2.0, 1.0]
+
+
+def test_token_lookup_table_refuses_token_pairs():
+    """An attention head's values are per (query, key) pair: zipped with the tokens they would mean nothing."""
+    pairs = TokenPairRecord(tokens=["a", "b"], activations=[1.0, 5.0, 0.0])
+    with pytest.raises(DataError, match="attention heads have no look-up table"):
+        token_lookup_table([pairs])

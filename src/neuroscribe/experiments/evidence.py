@@ -55,8 +55,21 @@ def check_evidence(needs: frozenset[Evidence], kind: UnitKind, where: str) -> No
     if missing:
         raise ConfigError(
             f"{where} needs {', '.join(missing)}, which {kind.value} units cannot provide (they provide "
-            f"{', '.join(sorted(PROVIDED[kind]))}); choose components for [units] kind = {kind.value!r}"
+            f"{', '.join(sorted(PROVIDED[kind]))}); for [units] kind = {kind.value!r} use {_fitting(kind)} "
+            "(or turn off the control that needs it)"
         )
+
+
+def _fitting(kind: UnitKind) -> str:
+    """The registered explainers and scorers whose declared evidence `kind` units provide."""
+    from neuroscribe.explainer import EXPLAINERS
+    from neuroscribe.scorers import SCORERS
+
+    parts = []
+    for noun, registry in (("explainers", EXPLAINERS), ("scorers", SCORERS)):
+        names = [repr(n) for n in registry.names() if registry.get(n).evidence <= PROVIDED[kind]]
+        parts.append(f"{noun} {', '.join(names) or '(none)'}")
+    return " and ".join(parts)
 
 
 class EvidenceBuilder:
@@ -225,11 +238,16 @@ def _set_of_type(records: ScoringSet, kind: type[ActivationRecord], unit: UnitId
 
 def token_lookup_table(records: Sequence[ActivationRecord], size: int = 50,
                        min_count: int = 2) -> TokenLookupTableSummaryOfNeuron:
-    """Tokens with the highest average activation over `records` (seen at least `min_count` times)."""
+    """Tokens with the highest average activation over `records` (seen at least `min_count` times).
+
+    Token-pair records (attention heads) have no activation per token, so they have no such table."""
+    if any(isinstance(r, TokenPairRecord) for r in records):
+        raise DataError("a token look-up table averages one activation per token, and these excerpts hold one per "
+                        "(query, key) pair (an attention head); attention heads have no look-up table")
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for record in records:
-        for token, activation in zip(record.tokens, record.activations, strict=False):
+        for token, activation in zip(record.tokens, record.activations, strict=True):
             sums[token] = sums.get(token, 0.0) + activation
             counts[token] = counts.get(token, 0) + 1
     frequent = [t for t in sums if counts[t] >= min_count] or list(sums)
