@@ -13,6 +13,7 @@ from viewer_helpers import (
     PLUGIN_METHOD,
     RTL_TOKEN,
     UNITS,
+    make_attention_results,
     make_head_record,
 )
 
@@ -179,6 +180,22 @@ def test_plugin_scores_are_shown_by_name(browser: Page, scorer_run: Path, tmp_pa
     assert browser.evaluate("document.querySelector('th[data-key=score]').textContent") == "headline score"
     cells = browser.evaluate("[...document.querySelectorAll('#units tbody td:nth-child(3)')].map(c => c.textContent)")
     assert f"{PLUGIN_METHOD} \u00b7 keyword_hits" in cells and METHODS[0] in cells
+
+
+def test_an_asked_token_pair_marks_its_query_and_key(browser: Page, tmp_path: Path) -> None:
+    source = tmp_path / "heads.jsonl"
+    source.write_text(serialization.dumps(make_attention_results()) + "\n", encoding="utf-8")
+    site = build_site(source, tmp_path / "site").out_dir
+    browser.open((site / "units" / "attention_head" / "3" / "2.html").as_uri())
+    assert browser.problems.all() == []
+    examples = "[...document.querySelectorAll('details')].find(d => d.textContent.startsWith('judged examples'))"
+    browser.evaluate(f"{examples}.open = true")
+    assert browser.wait_until(f"{examples}.querySelectorAll('.tok').length > 0")
+    assert "strong pair · query 4 \u2190 key 1 · target 1.000 · prediction 0.800" in browser.evaluate(
+        f"{examples}.innerText")
+    marked = f"[...{examples}.querySelectorAll('.excerpt')].map(e => [[...e.children].findIndex(t => " \
+             "t.classList.contains('query')), [...e.children].findIndex(t => t.classList.contains('key'))])"
+    assert browser.evaluate(marked) == [[4, 1], [2, 0], [3, 3]]
 
 
 def test_screenshot(browser: Page, run_site: Path, tmp_path: Path) -> None:

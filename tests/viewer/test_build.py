@@ -17,6 +17,7 @@ from viewer_helpers import (
     PLUGIN_METHOD,
     PLUGIN_SCORES,
     UNITS,
+    make_attention_results,
     make_head_record,
     make_record,
     page_data,
@@ -85,6 +86,23 @@ def test_attention_head_record_keeps_its_pairs(tmp_path: Path) -> None:
     (record,) = data["excerpts"][0]["records"]  # type: ignore[index]
     assert record["tokens"] == HEAD_TOKENS and "activations" not in record
     assert len(record["pairs"]) == 15 and record["max"] == 2.0
+
+
+def test_published_attention_results_open_on_their_own(tmp_path: Path) -> None:
+    source = tmp_path / "heads.jsonl"
+    source.write_text(serialization.dumps(make_attention_results()) + "\n", encoding="utf-8")
+    index = page_data(build_site(source, tmp_path / "site").index_path)
+    assert index["headlines"] == ["roc_auc"] and index["rows"][0][2] == 0.5  # type: ignore[index]
+    assert index["units"][0][2] == "attention_head"  # type: ignore[index]
+    data = page_data(tmp_path / "site" / "units" / "attention_head" / "3" / "2.html")
+    (method,) = data["methods"]  # type: ignore[misc]
+    (explanation,) = method["explanations"]
+    assert explanation["text"] == "a repeated word back to its first copy"
+    assert _strip(explanation) == {"roc_auc": {"all": 0.5}}
+    shown = [(e["group"], e["pair"], e["target"], e["prediction"], e["tokens"]) for e in explanation["examples"]]
+    assert shown == [("strong pair", [4, 1], 1.0, 0.8, HEAD_TOKENS), ("weak pair", [2, 0], 0.0, 0.3, HEAD_TOKENS),
+                     ("weak pair", [3, 3], 0.0, 0.85, HEAD_TOKENS)]
+    assert data["max_activation"] == 0.0  # the published attention results keep labels, not activations
 
 
 def test_run_site_has_a_row_per_unit_and_method(small_run: Path, tmp_path: Path) -> None:

@@ -11,9 +11,13 @@ from neuroscribe.experiments.store import RunStore, UnitOutcome, UnitUsage
 from neuroscribe.records import ActivationRecord, NeuronId, NeuronRecord, TokenPairRecord, UnitId, pair_index
 from neuroscribe.results import (
     ActivationScale,
+    AttentionSimulation,
+    AttentionSimulationResults,
     ExplanationScores,
     JudgedExample,
     NeuronSimulationResults,
+    ScoredAttentionExplanation,
+    ScoredAttentionSimulation,
     ScoredExplanation,
     SequenceSimulation,
 )
@@ -69,6 +73,20 @@ def make_head_record() -> NeuronRecord:
     top = [TokenPairRecord(tokens=list(HEAD_TOKENS), activations=activations)]
     return NeuronRecord(neuron_id=NeuronId(layer_index=3, neuron_index=2), most_positive_activation_records=top,
                         random_sample=[TokenPairRecord(tokens=["A", " b"], activations=[0.1, 0.0, 0.2])])
+
+
+def make_attention_results() -> AttentionSimulationResults:
+    """The published attention-head result line for that head: its strong pair (4, 1) and two weak ones asked."""
+    asked = [AttentionSimulation(tokens=list(HEAD_TOKENS), token_pair_coords=(4, 1), token_pair_label=1,
+                                 simulation_prediction=0.8),
+             AttentionSimulation(tokens=list(HEAD_TOKENS), token_pair_coords=(2, 0), token_pair_label=0,
+                                 simulation_prediction=0.3),
+             AttentionSimulation(tokens=list(HEAD_TOKENS), token_pair_coords=(3, 3), token_pair_label=0,
+                                 simulation_prediction=0.85)]
+    return AttentionSimulationResults(attention_head_id=NeuronId(layer_index=3, neuron_index=2), scored_explanations=[
+        ScoredAttentionExplanation(explanation="a repeated word back to its first copy",
+                                   scored_attention_simulation=ScoredAttentionSimulation(attention_simulations=asked,
+                                                                                         roc_auc_score=0.5))])
 
 
 def simulate(record: ActivationRecord, rng: random.Random, scale: ActivationScale) -> SequenceSimulation:

@@ -32,8 +32,11 @@ from neuroscribe.records import (
 )
 from neuroscribe.results import (
     ActivationScale,
+    AttentionSimulation,
+    AttentionSimulationResults,
     ExplanationScores,
     JudgedExample,
+    NeuronSimulationResults,
     ResultRecord,
     ScoredSequenceSimulation,
     ScoredSimulation,
@@ -52,6 +55,9 @@ VARIANT_LABELS = {"top_and_random": "top and random", "top_only": "top only", "r
                   "all": "all"}
 CORRELATION = "ev_correlation"
 """The simulation scorer's headline: the only score the index presents as a correlation."""
+ATTENTION_AUC = "roc_auc"
+"""The headline of the published attention-head results (their `roc_auc_score`), over every asked pair."""
+PAIR_GROUPS = {1: "strong pair", 0: "weak pair"}
 
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
@@ -301,7 +307,10 @@ def _score_table(findings: MethodFindings) -> tuple[str | None, ScoreTable]:
         return _outcome_scores(outcome)
     if isinstance(results, ExplanationScores):
         return next(iter(results.scores), None), results.scores  # the line names no headline: its first score
-    if results is not None and results.scored_explanations:
+    if isinstance(results, AttentionSimulationResults) and results.scored_explanations:
+        auc = results.scored_explanations[0].scored_attention_simulation.roc_auc_score
+        return ATTENTION_AUC, {ATTENTION_AUC: {"all": auc}}
+    if isinstance(results, NeuronSimulationResults) and results.scored_explanations:
         return CORRELATION, _published_scores(results.scored_explanations[0].scored_simulation)
     return None, {}
 
@@ -358,6 +367,8 @@ def _max_true_activation(methods: Sequence[MethodFindings]) -> float:
 def _true_activations(results: ResultRecord) -> list[Sequence[float]]:
     if isinstance(results, ExplanationScores):
         return [e.true_activations for e in results.examples]
+    if isinstance(results, AttentionSimulationResults):
+        return []  # the published attention results keep labels, not activations
     return [s.true_activations for e in results.scored_explanations
             for s in e.scored_simulation.scored_sequence_simulations]
 
@@ -430,6 +441,13 @@ def _explanation_payloads(findings: MethodFindings, excerpt_labels: dict[tuple[s
     scores = _score_strip(*_score_table(findings))
     if isinstance(results, ExplanationScores):
         return [_explanation(results.explanation, scores, examples=[_example_payload(e) for e in results.examples])]
+    if isinstance(results, AttentionSimulationResults):
+        return [_explanation(
+            scored.explanation,
+            scores if number == 0 else _score_strip(ATTENTION_AUC, {ATTENTION_AUC: {
+                "all": scored.scored_attention_simulation.roc_auc_score}}),
+            examples=[_pair_payload(s) for s in scored.scored_attention_simulation.attention_simulations],
+        ) for number, scored in enumerate(results.scored_explanations)]
     if results is not None and results.scored_explanations:
         return [_explanation(
             scored.explanation,
@@ -471,6 +489,20 @@ def _example_payload(example: JudgedExample) -> JsonValue:
         "predicted": _optional_per_token(example.predicted_activations, n_tokens, "predicted activations"),
         "target": _number(example.target),
         "prediction": _number(example.prediction),
+    }
+
+
+def _pair_payload(simulation: AttentionSimulation) -> JsonValue:
+    """One asked (query, key) pair as a judged example: strong (1) or weak (0), and the predicted P(strong)."""
+    query, key = simulation.token_pair_coords
+    return {
+        "group": PAIR_GROUPS.get(simulation.token_pair_label, str(simulation.token_pair_label)),
+        "tokens": list(simulation.tokens),
+        "true": [],
+        "predicted": [],
+        "target": float(simulation.token_pair_label),
+        "prediction": _number(simulation.simulation_prediction),
+        "pair": [query, key],
     }
 
 

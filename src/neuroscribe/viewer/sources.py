@@ -22,6 +22,7 @@ from neuroscribe.experiments.leaderboard import build_leaderboard
 from neuroscribe.experiments.store import RunStore, UnitOutcome
 from neuroscribe.records import NeuronRecord, TokenPairRecord, UnitId, UnitKind
 from neuroscribe.results import (
+    AttentionSimulationResults,
     ExplanationScores,
     NeuronSimulationResults,
     ResultRecord,
@@ -107,17 +108,18 @@ def open_source(path: str | Path, *, dataset: str | Path | None = None, data_roo
     obj = serialization.from_tagged_json_obj(_read_json(path), str(path))
     if isinstance(obj, NeuronRecord):
         return _open_record(path, obj, dataset_root or _dataset_root_of_record(path))
-    if isinstance(obj, NeuronSimulationResults | ExplanationScores):
+    if isinstance(obj, NeuronSimulationResults | ExplanationScores | AttentionSimulationResults):
         return _open_explanations(path, [obj])
     raise DataError(
         f"{path}: holds a {type(obj).__name__}; the viewer opens a NeuronRecord, NeuronSimulationResults, "
-        "ExplanationScores, a run directory or a local dataset"
+        "AttentionSimulationResults, ExplanationScores, a run directory or a local dataset"
     )
 
 
 def _read_result_lines(path: Path) -> list[ResultRecord]:
-    """A results file as a run writes it: lines tagged ExplanationScores are ours, the rest the published
-    format (whose older files carry no tag)."""
+    """A results file as a run writes it: lines tagged ExplanationScores are ours, lines tagged
+    AttentionSimulationResults the published attention format, the rest the published simulation format
+    (whose older files carry no tag)."""
     return [serialization.result_from_json_obj(data, where)
             for where, data in serialization.iter_jsonl_lines(_read_text(path), str(path))]
 
@@ -351,7 +353,8 @@ def _open_explanations(path: Path, lines: Sequence[ResultRecord]) -> Collection:
     method_id = path.name
     by_unit: dict[UnitId, ResultRecord] = {}
     for result in lines:
-        unit = result.neuron_id.to_unit()
+        kind = UnitKind.ATTENTION_HEAD if isinstance(result, AttentionSimulationResults) else UnitKind.MLP_NEURON
+        unit = result.neuron_id.to_unit(kind)
         if unit in by_unit:
             logger.warning("%s: unit %s appears more than once; showing its last line", path, unit)
         by_unit[unit] = result

@@ -208,12 +208,20 @@
   }
 
   // A scorer's judged examples: where each came from, what was to be got right, what the model said.
+  // An asked (query, key) pair of an attention head has its two tokens outlined (query) and underlined (key).
   function fillExamples(target, examples) {
     examples.forEach((ex, i) => {
       const head = [`example ${i + 1}`, ex.group, "target " + score(ex.target), "prediction " + score(ex.prediction)];
+      if (ex.pair) head.splice(2, 0, `query ${ex.pair[0]} \u2190 key ${ex.pair[1]}`);
       target.appendChild(el("div", head.join(" \u00b7 "), "excerpt-head"));
       const predicted = ex.predicted.length ? (k) => ["predicted " + fmt(ex.predicted[k], 4)] : null;
-      target.appendChild(excerptNode(ex.tokens, ex.true, predicted));
+      const node = excerptNode(ex.tokens, ex.true, predicted);
+      if (ex.pair) {
+        const spans = node.querySelectorAll(".tok");
+        spans[ex.pair[0]].classList.add("query");
+        spans[ex.pair[1]].classList.add("key");
+      }
+      target.appendChild(node);
     });
   }
 
