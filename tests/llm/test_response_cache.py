@@ -82,6 +82,37 @@ def test_hit_miss_and_corrupt_entries(tmp_path: Path) -> None:
     assert cache.get_sync("m", request()) == COMPLETION and len(cache) == 1
 
 
+def test_a_damaged_page_makes_misses_and_says_so_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = ResponseCache(tmp_path)
+    for i in range(400):  # enough rows for many pages
+        cache.put_sync("m", request(f"prompt {i}"), Completion(choices=(Choice(text="x" * 200),)))
+    cache.close()
+    with sqlite3.connect(tmp_path / "responses.sqlite") as raw:
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = (tmp_path / "responses.sqlite").stat().st_size
+    with (tmp_path / "responses.sqlite").open("r+b") as handle:  # garbage over the middle pages
+        handle.seek(size // 2)
+        handle.write(b"\xde\xad" * 8192)
+    reopened = ResponseCache(tmp_path)
+    with caplog.at_level("WARNING", logger="neuroscribe.llm.cache"):
+        answers = [reopened.get_sync("m", request(f"prompt {i}")) for i in range(400)]
+        reopened.put_sync("m", request("new"), COMPLETION)
+    assert None in answers  # the damaged entries are misses, the run goes on
+    damage = [r for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(damage) == 1 and str(tmp_path / "responses.sqlite") in damage[0].getMessage()
+
+
+def test_a_file_that_is_not_a_database_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "responses.sqlite").write_bytes(b"this is not sqlite at all" * 100)
+    with caplog.at_level("WARNING", logger="neuroscribe.llm.cache"):
+        cache = ResponseCache(tmp_path)
+    cache.put_sync("m", request(), COMPLETION)
+    assert cache.get_sync("m", request()) == COMPLETION
+    aside = list(tmp_path.glob("responses.sqlite.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not sqlite")
+    assert any("moved it to" in r.getMessage() for r in caplog.records)
+
+
 def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from neuroscribe.errors import DataError
 from neuroscribe.llm.base import Choice, Completion, CompletionRequest, TokenLogprob, Usage
+
+logger = logging.getLogger(__name__)
 
 CACHE_FILE_NAME = "responses.sqlite"
 FORMAT_VERSION = 1
@@ -84,23 +87,36 @@ def completion_from_json(text: str) -> Completion:
     )
 
 
+def _is_damage(error: sqlite3.Error) -> bool:
+    """A damaged file (not a database, a malformed page), as opposed to one that cannot be opened or is busy."""
+    return isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError)
+
+
 class ResponseCache:
-    """Completions by (backend name, request) in `<directory>/responses.sqlite`."""
+    """Completions by (backend name, request) in `<directory>/responses.sqlite`.
+
+    A cache only saves work, so damage never stops a run: a file that is not a database is moved aside
+    and a new one started, and a damaged page makes its lookups misses and its writes no-ops; each is
+    said once, naming the file.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.path = Path(directory) / CACHE_FILE_NAME
+        self._warned = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._connection = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
-            )
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-            self._connection.execute("PRAGMA synchronous=NORMAL")
-            self._connection.execute(
-                "CREATE TABLE IF NOT EXISTS responses ("
-                "key TEXT PRIMARY KEY, backend TEXT NOT NULL, completion TEXT NOT NULL, created REAL NOT NULL)"
-            )
+            try:
+                self._connection = self._open()
+            except sqlite3.Error as error:
+                if not _is_damage(error):
+                    raise
+                aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+                self.path.replace(aside)
+                for suffix in ("-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                logger.warning("the response cache %s is damaged (%s); moved it to %s and started a new one",
+                               self.path, error, aside)
+                self._connection = self._open()
         except (OSError, sqlite3.Error) as exc:
             raise DataError(
                 f"cannot open the response cache {self.path}: {exc}. Check that the directory is writable, "
@@ -108,10 +124,38 @@ class ResponseCache:
             ) from exc
         self._lock = threading.Lock()
 
+    def _open(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                                     isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS responses ("
+                "key TEXT PRIMARY KEY, backend TEXT NOT NULL, completion TEXT NOT NULL, created REAL NOT NULL)"
+            )
+        except sqlite3.Error:
+            connection.close()
+            raise
+        return connection
+
+    def _damaged(self, error: sqlite3.Error) -> None:
+        if not _is_damage(error):
+            raise DataError(f"the response cache {self.path} failed: {error}") from error
+        if not self._warned:
+            self._warned = True
+            logger.warning("the response cache %s is damaged (%s): damaged entries count as misses and are not "
+                           "rewritten; delete the file to start a clean cache", self.path, error)
+
     def get_sync(self, backend_name: str, request: CompletionRequest) -> Completion | None:
         key = cache_key(backend_name, request)
-        with self._lock:
-            row = self._connection.execute("SELECT completion FROM responses WHERE key = ?", (key,)).fetchone()
+        try:
+            with self._lock:
+                row = self._connection.execute("SELECT completion FROM responses WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as error:
+            self._damaged(error)
+            return None
         if row is None:
             return None
         try:
@@ -121,11 +165,14 @@ class ResponseCache:
 
     def put_sync(self, backend_name: str, request: CompletionRequest, completion: Completion) -> None:
         key = cache_key(backend_name, request)
-        with self._lock:
-            self._connection.execute(
-                "INSERT OR REPLACE INTO responses (key, backend, completion, created) VALUES (?, ?, ?, ?)",
-                (key, backend_name, completion_to_json(completion), time.time()),
-            )
+        try:
+            with self._lock:
+                self._connection.execute(
+                    "INSERT OR REPLACE INTO responses (key, backend, completion, created) VALUES (?, ?, ?, ?)",
+                    (key, backend_name, completion_to_json(completion), time.time()),
+                )
+        except sqlite3.Error as error:
+            self._damaged(error)
 
     async def get(self, backend_name: str, request: CompletionRequest) -> Completion | None:
         return await asyncio.to_thread(self.get_sync, backend_name, request)
