@@ -1,17 +1,24 @@
-"""Fixtures for experiment tests: run directories filled with synthetic outcomes (no models)."""
+"""Fixtures for experiment tests: run directories filled with synthetic outcomes (no models), a tiny
+collection, and the quickstart replayed from its recorded answers."""
 
 from __future__ import annotations
 
+import gzip
+import shutil
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 from experiment_helpers import make_result, ok_outcome
 
+from neuroscribe.experiments import RunSummary, config_from_dict, run_experiment
 from neuroscribe.experiments.store import RunStore, UnitOutcome
 from neuroscribe.records import UnitId
 
 SyntheticRun = Callable[..., Path]
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART_BEFORE = REPO / "tests" / "data" / "quickstart-before"
 
 
 @pytest.fixture
@@ -54,3 +61,29 @@ def collected_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return collect(CollectConfig(out_dir=out, layers=(0,), indices=(0, 1), excerpt_tokens=8, max_tokens=1024,
                                  top_k=8, n_random=6, n_quantiles=2, n_per_quantile=2, quantile_pool=16,
                                  lookup_tokens=10, progress=False))
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunSummary]:
+    """experiments/quickstart.toml run on the dataset of tests/data/quickstart-before and replayed from its
+    response cache (no collection, no model call; see its PROVENANCE.md): the run directory and the summary."""
+    base = tmp_path_factory.mktemp("quickstart")
+    cache = base / "cache"
+    cache.mkdir()
+    with (gzip.open(QUICKSTART_BEFORE / "cache" / "responses.sqlite.gz") as packed,
+          (cache / "responses.sqlite").open("wb") as out):
+        shutil.copyfileobj(packed, out)
+    data = tomllib.loads((REPO / "experiments" / "quickstart.toml").read_text(encoding="utf-8"))
+    del data["records"]["collect"]
+    data["records"]["dataset"] = str(QUICKSTART_BEFORE / "dataset")
+    data["run"].update(cache_dir=str(cache), progress=False)
+    summary = run_experiment(config_from_dict(data), base / "run", progress=False)
+    return base / "run", summary
+
+
+@pytest.fixture(scope="session")
+def word_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic units that fire on one word each (see `experiment_helpers.unit_record`); no model."""
+    from experiment_helpers import write_word_dataset
+
+    return write_word_dataset(tmp_path_factory.mktemp("words") / "words")

@@ -1,8 +1,9 @@
 """A scripted model that follows explanations, for runner tests that need scores which depend on them.
 
 As an explainer it offers candidates of the form "the word X": one names the strongest token of the
-excerpts it is shown, the others name tokens that do not fire (asked for one, it draws one by the seed). As an all-at-once simulator it predicts 10
-on every token named by the explanation and 0 elsewhere, so a candidate's score measures how right it is.
+excerpts it is shown, the others name tokens that do not fire (asked for one, it draws one by the seed).
+As an all-at-once simulator it predicts 10 on every token named by the explanation and 0 elsewhere, so a
+candidate's score measures how right it is.
 Every simulated excerpt is logged by explanation, so a test can see which excerpts judged which candidate.
 """
 

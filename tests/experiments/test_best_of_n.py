@@ -3,67 +3,21 @@ scores from another split that played no part in the choice, and every candidate
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import explanation_following
 import pytest
+from experiment_helpers import WORDS, scripted_config, unit_record
 
 from neuroscribe.errors import ConfigError
 from neuroscribe.experiments import RunStore, config_from_dict, make_plan, run_experiment
-from neuroscribe.records import ActivationRecord, NeuronId, NeuronRecord, SliceParams, UnitId, split_records
-from neuroscribe.serialization import dumps
-
-FILLER = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
-          "nu", "xi", "omicron", "pi", "rho", "sigma"]
-WORDS = {0: "cat", 1: "dog"}
-
-
-def excerpt(number: int, word: str | None, peak: float) -> ActivationRecord:
-    """Six tokens, all distinct across excerpts; `word` (if any) third, with activation `peak`."""
-    tokens = [f" {FILLER[(number + i) % len(FILLER)]}{number}" for i in range(6)]
-    activations = [0.0] * 6
-    if word is not None:
-        tokens[2], activations[2] = f" {word}", peak
-    return ActivationRecord(tokens=tokens, activations=activations)
-
-
-def unit_record(index: int) -> NeuronRecord:
-    word = WORDS[index]
-    top = [excerpt(100 * index + i, word, 9.0 - i / 4) for i in range(8)]
-    random = [excerpt(100 * index + 50 + i, word if i % 2 else None, 1.0) for i in range(6)]
-    return NeuronRecord(neuron_id=NeuronId(0, index), most_positive_activation_records=top, random_sample=random)
-
-
-@pytest.fixture(scope="module")
-def word_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("best-of-n") / "words"
-    (root / "collated-activations" / "0").mkdir(parents=True)
-    (root / "dataset.json").write_text(json.dumps({"subject_model": "synthetic", "unit_kind": "mlp_neuron"}))
-    for index in WORDS:
-        (root / "collated-activations" / "0" / f"{index}.json").write_text(dumps(unit_record(index)))
-    return root
-
-
-def config(dataset: Path, **records: object) -> dict[str, object]:
-    return {
-        "name": "best-of-n",
-        "units": {"refs": ["0/0", "0/1"]},
-        "records": {"dataset": str(dataset), "n_per_split": 2, "score_split": "test", **records},
-        "backends": {"default": {"type": "scripted",
-                                 "options": {"responder": "explanation_following:follows_explanations"}}},
-        "explainers": [{"name": "token_activation_pair",
-                        "options": {"n_candidates": 4, "temperature": 1.0, "n_worked_examples": 0}}],
-        "simulators": [{"name": "all_at_once", "options": {"n_worked_examples": 0}}],
-        "controls": {"random_explanation": False},  # so each explanation is simulated on its own unit only
-        "run": {"progress": False},
-    }
+from neuroscribe.records import SliceParams, UnitId, split_records
 
 
 def test_every_candidate_is_kept_and_the_pick_is_reported_on_the_test_split_only(word_dataset: Path,
                                                                                 tmp_path: Path) -> None:
     explanation_following.SIMULATED.clear()
-    summary = run_experiment(config_from_dict(config(word_dataset)), tmp_path / "run")
+    summary = run_experiment(config_from_dict(scripted_config(word_dataset)), tmp_path / "run")
     assert summary.failed == 0
     store = RunStore(tmp_path / "run")
     outcomes = store.outcomes("token_activation_pair+all_at_once")
@@ -92,17 +46,17 @@ def test_every_candidate_is_kept_and_the_pick_is_reported_on_the_test_split_only
 
 def test_choosing_on_the_scored_split_is_refused(word_dataset: Path) -> None:
     with pytest.raises(ConfigError, match="score_split = 'test'"):
-        config_from_dict(config(word_dataset, score_split="valid"))
+        config_from_dict(scripted_config(word_dataset, score_split="valid"))
 
 
 def test_the_selection_scorer_must_exist_and_the_plan_counts_its_calls(word_dataset: Path) -> None:
-    data = config(word_dataset)
+    data = scripted_config(word_dataset)
     data["explainers"][0]["select"] = {"scorer": "all_at_onse"}  # type: ignore[index]
     with pytest.raises(ConfigError, match="did you mean 'all_at_once'"):
         config_from_dict(data)
-    single = config(word_dataset)
+    single = scripted_config(word_dataset)
     single["explainers"][0]["options"]["n_candidates"] = 1  # type: ignore[index]
-    best_of_4, one = make_plan(config_from_dict(config(word_dataset))), make_plan(config_from_dict(single))
+    best_of_4, one = make_plan(config_from_dict(scripted_config(word_dataset))), make_plan(config_from_dict(single))
     scoring = one.model_calls - 2  # less 2 units x 1 explanation call
     assert best_of_4.model_calls - one.model_calls == 4 * scoring  # each unit's 4 candidates scored once more
 
@@ -110,7 +64,7 @@ def test_the_selection_scorer_must_exist_and_the_plan_counts_its_calls(word_data
 def test_the_report_says_how_explanations_were_chosen(word_dataset: Path, tmp_path: Path) -> None:
     from neuroscribe.experiments import build_report
 
-    run_experiment(config_from_dict(config(word_dataset)), tmp_path / "run")
+    run_experiment(config_from_dict(scripted_config(word_dataset)), tmp_path / "run")
     text = build_report([tmp_path / "run"]).to_text()
     assert ("token_activation_pair+all_at_once: each explanation chosen from 4.0 candidates (mean) by all_at_once "
             "ev_correlation top_and_random on the valid split, never used for the scores shown here") in text

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import explanation_following
 import pytest
-from test_best_of_n import config, word_dataset  # noqa: F401 (the module-scoped dataset fixture)
+from experiment_helpers import scripted_config
 
 from neuroscribe.errors import ConfigError
 from neuroscribe.experiments import RunStore, build_leaderboard, build_report, config_from_dict, run_experiment
@@ -19,13 +19,13 @@ METHOD = "token_activation_pair+all_at_once"
 
 
 def sampled(dataset: Path) -> dict[str, object]:
-    data = config(dataset, score_split="valid")
+    data = scripted_config(dataset, score_split="valid")
     data["explainers"][0]["options"]["n_candidates"] = 1  # type: ignore[index]
     data["controls"] = {"random_explanation": True}
     return data
 
 
-def test_three_repeats_give_per_unit_spreads(word_dataset: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_three_repeats_give_per_unit_spreads(word_dataset: Path, tmp_path: Path) -> None:
     explanation_following.EXPLAINER_SEEDS.clear()
     run = tmp_path / "run"
     summary = run_experiment(config_from_dict(sampled(word_dataset)), run, repeats=3)
@@ -56,7 +56,7 @@ def test_three_repeats_give_per_unit_spreads(word_dataset: Path, tmp_path: Path)
 
 
 def test_a_second_call_resumes_every_repeat_and_repeat_is_not_set_by_hand(word_dataset: Path,
-                                                                          tmp_path: Path) -> None:  # noqa: F811
+                                                                          tmp_path: Path) -> None:
     run = tmp_path / "run"
     run_experiment(config_from_dict(sampled(word_dataset)), run, repeats=2)
     again = run_experiment(config_from_dict(sampled(word_dataset)), run, repeats=2)

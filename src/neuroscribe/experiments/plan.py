@@ -87,7 +87,7 @@ class Plan:
 def pending_units(store: RunStore, method: str, units: Sequence[UnitId], skip_failed: bool) -> list[UnitId]:
     if not store.exists():
         return list(units)
-    outcomes = store.outcomes(method)
+    outcomes = store.finished(method)
     done = {u for u, o in outcomes.items() if o.status == "ok" or skip_failed}
     return [u for u in units if u not in done]
 

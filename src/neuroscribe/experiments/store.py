@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from neuroscribe.errors import DataError
 from neuroscribe.records import NeuronRecord, UnitId, UnitKind
 from neuroscribe.results import ResultRecord
 
+logger = logging.getLogger(__name__)
 Status = Literal["ok", "failed"]
 REPEATS_DIR = "repeats"
 """Repeat r > 0 of a run RUN lives in RUN/repeats/<r>, a run directory of its own (repeat 0 is RUN itself)."""
@@ -281,11 +283,26 @@ class RunStore:
         kinds = {(u.layer, u.index): u.kind for u in ok}
         for number, text in _complete_lines(path):
             source = f"{path}, line {number}"
-            result = serialization.result_from_json_obj(serialization.parse(text, source), source)
+            try:
+                result = serialization.result_from_json_obj(serialization.parse(text, source), source)
+            except DataError as error:  # a garbled line: its unit has no intact result, so it is redone
+                logger.warning("%s (skipped: its unit counts as not finished and is redone by the next run)", error)
+                continue
             key = (result.neuron_id.layer_index, result.neuron_id.neuron_index)
             if key in kinds:
                 latest[result.neuron_id.to_unit(kinds[key])] = result
         return latest
+
+    def finished(self, method_id: str) -> dict[UnitId, UnitOutcome]:
+        """The latest outcome per unit that is final: failed, or ok with an intact result line. An ok outcome
+        whose result line is missing or damaged (a torn or garbled line) is left out, so the unit is redone."""
+        outcomes = self.outcomes(method_id)
+        with_result = self.results(method_id)
+        lost = sorted(u for u, o in outcomes.items() if o.status == "ok" and u not in with_result)
+        if lost:
+            logger.warning("%s: %d finished unit(s) have no intact result line (%s); they will be redone",
+                           self.results_path(method_id), len(lost), ", ".join(map(str, lost[:5])))
+        return {u: o for u, o in outcomes.items() if o.status == "failed" or u in with_result}
 
     def methods(self) -> list[str]:
         """Method ids in manifest order, then any other outcome files found (e.g. from a newer config)."""
