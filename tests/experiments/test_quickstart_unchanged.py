@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from neuroscribe.experiments import RunStore, config_from_dict, load_config, run_experiment
+from neuroscribe.experiments import RunStore, RunSummary, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 BEFORE = REPO / "tests" / "data" / "quickstart-before"
@@ -35,19 +33,11 @@ def _outcomes(path: Path) -> dict[tuple[int, int], dict[str, object]]:
 
 
 @pytest.mark.slow
-def test_quickstart_results_are_unchanged(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    with gzip.open(BEFORE / "cache" / "responses.sqlite.gz") as packed, (cache / "responses.sqlite").open("wb") as out:
-        shutil.copyfileobj(packed, out)
-    data = tomllib.loads((REPO / "experiments" / "quickstart.toml").read_text(encoding="utf-8"))
-    del data["records"]["collect"]
-    data["records"]["dataset"] = str(BEFORE / "dataset")
-    data["run"].update(cache_dir=str(cache), progress=False)
-    summary = run_experiment(config_from_dict(data), tmp_path / "run", progress=False)
+def test_quickstart_results_are_unchanged(quickstart_run: tuple[Path, RunSummary]) -> None:
+    run_dir, summary = quickstart_run  # replayed from the cache of BEFORE on its dataset (see conftest.py)
     assert (summary.completed, summary.failed) == (12, 0)
     assert summary.usage.calls == 0 and summary.usage.cache_hits > 0  # every request is one made before
-    store = RunStore(tmp_path / "run")
+    store = RunStore(run_dir)
     before_methods = sorted(p.name.removesuffix(".jsonl.gz") for p in (BEFORE / "results").iterdir())
     assert sorted(store.methods()) == before_methods
     for method in before_methods:
