@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from neuroscribe.errors import ConfigError
-from neuroscribe.experiments.config import ExperimentConfig, is_control
+from neuroscribe.errors import ConfigError, DataError
+from neuroscribe.experiments.config import ExperimentConfig, config_from_dict, is_control
 from neuroscribe.experiments.plan import Shard
 from neuroscribe.experiments.store import RunStore, now_iso
 
@@ -66,6 +66,35 @@ def new_manifest(config: ExperimentConfig, source: str | None, overrides: Sequen
         "created": now_iso(),
         "shards": {},
     }
+
+
+def run_config(store: RunStore, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The config that made the run in `store`, rebuilt from its run.json and checked against the hash kept
+    there (a mismatch means this code would read the config differently from the code that ran it); then
+    `overrides` (`key=value`, as for `neuroscribe run --set`) are applied, e.g. to score with another model."""
+    manifest = store.read_manifest()
+    resolved = manifest.get("config")
+    if not isinstance(resolved, dict) or not isinstance(resolved.get("backends"), dict):
+        raise DataError(f"{store.manifest_path} has no resolved config; it was not written by `neuroscribe run`")
+    data = dict(resolved)
+    data["backends"] = {name: {**backend.get("spec", {}), **{k: v for k, v in backend.items() if k != "spec"}}
+                        for name, backend in resolved["backends"].items()}  # as a TOML table: spec keys on top
+    config = config_from_dict(data, source=str(store.manifest_path))
+    if manifest.get("config_hash") not in (None, config.config_hash()):
+        raise DataError(
+            f"{store.manifest_path}: its config rebuilds with hash {config.config_hash()}, not the recorded "
+            f"{manifest.get('config_hash')}; this version of neuroscribe reads it differently from the one that "
+            "ran it, so anything computed from it would not describe that run"
+        )
+    return config_from_dict(data, overrides, source=str(store.manifest_path)) if overrides else config
+
+
+def run_dataset(config: ExperimentConfig, store: RunStore) -> str:
+    """The dataset the run reads records from: the one the config names, or where it collected one."""
+    collect = config.records.collect
+    if collect is None:
+        return config.records.dataset
+    return collect.out or str(store.path / "dataset")
 
 
 def open_run(store: RunStore, config: ExperimentConfig, source: str | None, overrides: Sequence[str],
