@@ -414,7 +414,8 @@ class _Checker:
         self.scorers: dict[str, Scorer] = {}
 
     def build(self) -> None:
-        """The scorers' backends with the run's response cache, so the originals replay what the run asked."""
+        """The scorers' backends with the run's response cache and sampling salt (its repeat), so the originals
+        replay what the run asked."""
         from neuroscribe.llm import create_backend
 
         cache_dir = Path(self.config.run.cache_dir) if self.config.run.cache_dir else self.store.path / "cache"
@@ -422,7 +423,8 @@ class _Checker:
             if scorer.backend not in self.backends:
                 backend = self.config.backends[scorer.backend]
                 self.backends[scorer.backend] = create_backend(backend.spec, backend.transport, cache_dir=cache_dir,
-                                                               ledger=self.ledger, options=backend.options)
+                                                               ledger=self.ledger, options=backend.options,
+                                                               sampling_salt=self.config.repeat)
             self.scorers[label] = create_scorer(scorer.name, self.backends[scorer.backend], scorer.options)
 
     async def close(self) -> None:
