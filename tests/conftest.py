@@ -47,3 +47,11 @@ def embedded_backend(embedded_checkpoint: Path) -> Iterator[HFBackend]:
     backend = HFBackend("embedded")
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def word_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic units that fire on one word each (see `word_units`); no model."""
+    from word_units import write_word_dataset
+
+    return write_word_dataset(tmp_path_factory.mktemp("words") / "words")

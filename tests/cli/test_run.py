@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,42 @@ def test_a_valid_config_dry_runs_with_each_components_estimate(tmp_path: Path) -
     assert "token_activation_pair+all_at_once: 4" in done.stdout
     assert "estimated model calls:" in done.stdout and "loaded: nothing heavy" in done.stdout
     assert not (tmp_path / "run").exists()
+
+
+def run_words(tmp_path: Path, word_dataset: Path, *settings: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "empty.toml"
+    config.write_text(f"""
+name = "empty-answers"
+[units]
+refs = ["0/0", "0/1"]
+[records]
+dataset = "{word_dataset}"
+n_per_split = 2
+[backends.default]
+type = "scripted"
+[backends.default.options]
+responder = "explanation_following:no_choices"
+[[explainers]]
+name = "token_activation_pair"
+[[simulators]]
+name = "all_at_once"
+""")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"),
+                                                       os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "neuroscribe", "run", str(config), "--out", str(tmp_path / "run"),
+                           "--no-progress", *settings], capture_output=True, text=True, timeout=120, check=False,
+                          env=env)
+
+
+def test_a_run_in_which_every_unit_fails_exits_non_zero(tmp_path: Path, word_dataset: Path) -> None:
+    done = run_words(tmp_path, word_dataset, "--set", "run.max_consecutive_backend_failures=0")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "4 planned (2 units x 2 methods): 0 already done, 4 attempted: 0 finished, 4 failed" in done.stdout
+    assert "nothing finished" in done.stderr
+
+
+def test_empty_answers_count_as_backend_failures_and_stop_the_run(tmp_path: Path, word_dataset: Path) -> None:
+    done = run_words(tmp_path, word_dataset, "--set", "run.max_consecutive_backend_failures=2")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "stopped after 2 backend failures in a row" in done.stderr
+    assert "returned 0 of 1 requested candidates" in done.stderr

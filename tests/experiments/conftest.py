@@ -80,10 +80,3 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunS
     summary = run_experiment(config_from_dict(data), base / "run", progress=False)
     return base / "run", summary
 
-
-@pytest.fixture(scope="session")
-def word_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two synthetic units that fire on one word each (see `experiment_helpers.unit_record`); no model."""
-    from experiment_helpers import write_word_dataset
-
-    return write_word_dataset(tmp_path_factory.mktemp("words") / "words")

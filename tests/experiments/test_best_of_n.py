@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import explanation_following
 import pytest
-from experiment_helpers import WORDS, scripted_config, unit_record
 
+import explanation_following
 from neuroscribe.errors import ConfigError
 from neuroscribe.experiments import RunStore, config_from_dict, make_plan, run_experiment
 from neuroscribe.records import SliceParams, UnitId, split_records
+from word_units import WORDS, scripted_config, unit_record
 
 
 def test_every_candidate_is_kept_and_the_pick_is_reported_on_the_test_split_only(word_dataset: Path,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiment_helpers import scripted_config
-
 from neuroscribe.experiments import RunStore, config_from_dict, run_experiment
+from word_units import scripted_config
 
 METHOD = "token_activation_pair+all_at_once"
 

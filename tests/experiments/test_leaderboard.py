@@ -45,7 +45,7 @@ def test_failures_are_missing_not_zero_and_coverage_is_shown(synthetic_run):
     run = synthetic_run("cov", {"a+x": [0.5, None, 0.7], "b+x": [0.1, 0.2, 0.3]})
     board = build_leaderboard([run])
     a = next(row for row in board.rows if row.method_id == "a+x")
-    assert a.score.mean == 0.6 and a.score.n == 2 and a.n_attempted == 3 and a.n_failed == 1
+    assert a.score.mean == 0.6 and a.score.n == 2 and a.n_planned == 3 and a.n_failed == 1
     markdown = board.to_markdown()
     assert "2 / 3 (67%), 1 failed" in markdown
     assert EMBEDDED_MODEL_WARNING in markdown
@@ -59,7 +59,7 @@ def test_shards_of_one_config_merge(synthetic_run):
     board = build_leaderboard([one, two])
     (row,) = board.rows
     # unit 0: ok in shard0 wins over failed in shard1; units 1, 2 from shard1 (unit 1 present in both: ok kept)
-    assert row.n_attempted == 3
+    assert row.n_planned == 3
     assert row.n_failed == 0
 
 

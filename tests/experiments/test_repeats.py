@@ -7,13 +7,13 @@ import json
 import statistics
 from pathlib import Path
 
-import explanation_following
 import pytest
-from experiment_helpers import scripted_config
 
+import explanation_following
 from neuroscribe.errors import ConfigError
 from neuroscribe.experiments import RunStore, build_leaderboard, build_report, config_from_dict, run_experiment
 from neuroscribe.records import UnitId
+from word_units import scripted_config
 
 METHOD = "token_activation_pair+all_at_once"
 

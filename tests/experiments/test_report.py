@@ -70,3 +70,19 @@ def test_negative_calibration_slopes_are_flagged_and_uncalibrated_means_shown(sy
     method = report.methods[0]
     assert abs(method.all_scores["uncalibrated_ev_correlation"]["top_and_random"].mean - 0.1) < 1e-12
     assert abs(method.all_scores["ev_correlation"]["top_and_random"].mean - 0.7) < 1e-12
+
+
+def test_coverage_counts_planned_units_not_only_attempted_ones(word_dataset, tmp_path):
+    from neuroscribe.experiments import build_leaderboard, config_from_dict, run_experiment
+    from word_units import scripted_config
+
+    data = scripted_config(word_dataset, score_split="valid")
+    data["explainers"][0]["options"]["n_candidates"] = 1
+    run_experiment(config_from_dict(data), tmp_path / "run", shard="0/2")  # one of the two units attempted
+    report = build_report([tmp_path / "run"])
+    method = next(m for m in report.methods if m.method_id == "token_activation_pair+all_at_once")
+    assert (method.n_units, method.n_attempted) == (2, 1)
+    assert f"| {method.top_and_random.n} / 2 (1 not attempted) |" in report.to_text()
+    row = next(r for r in build_leaderboard([tmp_path / "run"]).rows
+               if r.method_id == "token_activation_pair+all_at_once")
+    assert row.n_planned == 2 and row.coverage <= 0.5 and row.below_coverage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -50,4 +51,8 @@ def handle(args: argparse.Namespace) -> int:
     if summary.failed:
         print(f"{summary.failed} (unit, method) pairs failed; `neuroscribe report {args.out}` lists the reasons, "
               "and running the same command again retries them")
+    if summary.nothing_succeeded:
+        print(f"nothing finished: every one of the {summary.attempted} attempted (unit, method) pairs failed",
+              file=sys.stderr)
+        return 1
     return 0

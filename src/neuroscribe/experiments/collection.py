@@ -36,6 +36,8 @@ class MethodOutcomes:
     """(layer, index, kind) -> outcome."""
     is_control: bool = False
     models: tuple[str, ...] = ()
+    planned: int = 0
+    """Units the run's config names (from the manifests), attempted or not; 0 where no manifest says."""
     repeats: tuple[Mapping[UnitKey, UnitOutcome], ...] = ()
     """The outcomes of the run's further repeats (`run --repeats N`: repeat 1 first); empty without repeats."""
 
@@ -63,6 +65,11 @@ class MethodOutcomes:
     def headline(self) -> str | None:
         """The score the method's scorer leads with (e.g. 'ev_correlation'), from its first ok outcome."""
         return next((o.headline for _, o in sorted(self.outcomes.items()) if o.headline), None)
+
+    @property
+    def n_planned(self) -> int:
+        """The denominator of coverage: the planned units (never fewer than those with an outcome)."""
+        return max(self.planned, len(self.outcomes))
 
     @property
     def n_ok(self) -> int:
@@ -139,6 +146,7 @@ def load_runs(run_dirs: Sequence[str | Path]) -> RunCollection:
         first = manifests[members[0]]
         run_name = str(first.get("config", {}).get("name") or stores[members[0]].path.name)
         controls = set(first.get("controls", []))
+        planned = len({str(u) for i in members for u in manifests[i].get("units", [])})
         models = tuple(
             f"{b.get('type')}:{b.get('model')}" for b in first.get("backends", {}).values()
         )
@@ -154,7 +162,7 @@ def load_runs(run_dirs: Sequence[str | Path]) -> RunCollection:
                 {(u.layer, u.index, u.kind.value): o for u, o in RunStore(path).outcomes(method_id).items()}
                 for path in repeat_dirs(stores[members[0]].path))
             methods.append(MethodOutcomes(method_id=label, outcomes=merged, is_control=method_id in controls,
-                                          models=models, repeats=repeats))
+                                          models=models, planned=planned, repeats=repeats))
     notes = []
     if len(by_hash) > 1:
         notes.append(f"{len(by_hash)} different configs; methods from different configs are not paired unit by unit "

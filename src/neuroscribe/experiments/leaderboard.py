@@ -1,7 +1,7 @@
 """Rank explanation methods on the same units, with honest uncertainty.
 
 Methods are ranked on the units that every ranked method scored, so a method that fails on the hard
-units cannot rank higher for it. Each method's coverage (units scored / attempted) and its mean over
+units cannot rank higher for it. Each method's coverage (units scored / planned) and its mean over
 all of its own scored units stand beside it; a method below the coverage threshold is flagged and
 ranked after those above it. Each method is compared with the best non-control method *unit by unit*
 (a paired test on the common units), because units differ far more from each other than methods do.
@@ -55,7 +55,7 @@ class LeaderboardRow:
     random_only: Estimate | None
     """The same score's random-only variant over the common units, when ranking by another variant."""
     n_scored: int
-    n_attempted: int
+    n_planned: int
     n_failed: int
     below_coverage: bool
     vs_best: PairedComparison | None
@@ -65,7 +65,7 @@ class LeaderboardRow:
 
     @property
     def coverage(self) -> float:
-        return self.n_scored / self.n_attempted if self.n_attempted else 0.0
+        return self.n_scored / self.n_planned if self.n_planned else 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +85,7 @@ class Leaderboard:
 
     def _header(self) -> list[str]:
         return ["rank", "method", f"mean on the {self.n_common} common units (95% CI)",
-                f"difference vs {self.best or 'best'} (95% CI)", "p (paired)", "coverage: scored / attempted",
+                f"difference vs {self.best or 'best'} (95% CI)", "p (paired)", "coverage: scored / planned",
                 "mean over its own scored units", "random-only on common units (95% CI)"]
 
     def _summary(self) -> str:
@@ -154,9 +154,9 @@ def _explanation_of_columns() -> str:
     return (
         "Means are over units (each unit's score pools its scoring excerpts); intervals are 95% bootstrap intervals "
         "over units. Differences are paired by unit against the best method on the common units (p: sign-flip "
-        "permutation test). Coverage counts units with a defined score among those attempted; failures and undefined "
-        "scores are never counted as 0. (control) marks baselines: another unit's explanation, the token look-up "
-        "explanation, the published explanation."
+        "permutation test). Coverage counts units with a defined score among those planned (the config's units, "
+        "attempted or not); failures and undefined scores are never counted as 0. (control) marks baselines: "
+        "another unit's explanation, the token look-up explanation, the published explanation."
     )
 
 
@@ -171,7 +171,7 @@ def _cells(row: LeaderboardRow, min_coverage: float) -> list[str]:
     else:
         difference = format_mean_and_interval(row.vs_best.mean_difference, row.vs_best.low, row.vs_best.high)
         p_value = _p(row.vs_best.p_value)
-    coverage = f"{row.n_scored} / {row.n_attempted} ({row.coverage:.0%})" + (
+    coverage = f"{row.n_scored} / {row.n_planned} ({row.coverage:.0%})" + (
         f", {row.n_failed} failed" if row.n_failed else "")
     if row.below_coverage:
         coverage += f" — below {min_coverage:.0%}, flagged"
@@ -205,7 +205,7 @@ def rank_methods(methods: Sequence[MethodOutcomes], key: ScoreKey, *, min_covera
                  seed: int = 0) -> tuple[list[LeaderboardRow], str | None, int]:
     """Rows in rank order, the best non-control method, and how many common units the ranking rests on."""
     scored = {m.method_id: _unit_scores(m, key) for m in methods}
-    coverage = {m.method_id: len(scored[m.method_id]) / len(m.outcomes) if m.outcomes else 0.0 for m in methods}
+    coverage = {m.method_id: len(scored[m.method_id]) / m.n_planned if m.n_planned else 0.0 for m in methods}
     ranked_ids = [m.method_id for m in methods if scored[m.method_id] and coverage[m.method_id] >= min_coverage]
     basis = ranked_ids or [m.method_id for m in methods if scored[m.method_id]]
     common = set.intersection(*(set(scored[m]) for m in basis)) if basis else set()
@@ -240,7 +240,7 @@ def rank_methods(methods: Sequence[MethodOutcomes], key: ScoreKey, *, min_covera
             own=bootstrap_mean(list(values.values()), seed=seed),
             random_only=random_only,
             n_scored=len(values),
-            n_attempted=len(method.outcomes),
+            n_planned=method.n_planned,
             n_failed=method.n_failed,
             below_coverage=method.method_id not in ranked_ids,
             vs_best=None if best is None or method is best else _paired(values, scored[best.method_id], common, seed),
@@ -288,8 +288,8 @@ def build_leaderboard(run_dirs: Sequence[str | Path], seed: int = 0, *, score: s
         notes.append(f"scores are each unit's mean over {', '.join(map(str, sorted(repeated)))} repeats with other "
                      "sampling seeds; their intervals include that run-to-run noise (two-stage bootstrap)")
     rows, best, n_common = rank_methods(having, key, min_coverage=min_coverage, seed=seed)
-    if len({row.n_attempted for row in rows}) > 1:
-        notes.append("methods were attempted on different numbers of units; the ranking uses the common units")
+    if len({row.n_planned for row in rows}) > 1:
+        notes.append("methods were planned on different numbers of units; the ranking uses the common units")
     return Leaderboard(rows=tuple(rows), best=best, score=key, n_common=n_common, min_coverage=min_coverage,
                        runs=tuple(str(p) for p in collection.run_dirs), models=tuple(collection.models),
                        notes=tuple(notes), grid=build_grid(collection.methods, seed=seed))

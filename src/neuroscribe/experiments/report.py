@@ -51,6 +51,8 @@ class MethodReport:
     method_id: str
     is_control: bool
     n_units: int
+    """Planned units (the config's), attempted or not: the denominator of coverage."""
+    n_attempted: int
     n_failed: int
     top_and_random: Estimate
     """The headline's primary variant: top-and-random, or all for scorers that do not cut top from random."""
@@ -175,14 +177,14 @@ class Report:
         lines += [f"> {note}" for note in self.notes]
         lines += ["", "## Scores (each method's headline score, mean over units with a 95% bootstrap interval)", ""]
         lines.append("| method | score | top-and-random (or all) | random-only | top-only | >= 0.7 | "
-                     "units scored / attempted |")
+                     "units scored / planned |")
         lines.append("|---|---|---|---|---|---|---|")
         for m in self.methods:
             lines.append(
                 f"| {m.method_id}{' (control)' if m.is_control else ''} | {m.headline} | "
                 f"{_estimate(m.top_and_random)} | {_estimate(m.random_only)} | {_estimate(m.top_only)} | "
                 f"{_share(m.above_good)} | "
-                f"{m.top_and_random.n} / {m.n_units}{f' ({m.n_failed} failed)' if m.n_failed else ''} |"
+                f"{m.top_and_random.n} / {m.n_units}{_not_scored(m)} |"
             )
         lines += ["", f"Units every method scored (headline score): {self.n_common_units()} of "
                   f"{max((m.n_units for m in self.methods), default=0)}; compare methods on those with "
@@ -274,6 +276,13 @@ def _estimate(estimate: Estimate) -> str:
     return f"{estimate.mean:.3f}{interval}"
 
 
+def _not_scored(m: MethodReport) -> str:
+    parts = [f"{m.n_failed} failed"] if m.n_failed else []
+    if m.n_units > m.n_attempted:
+        parts.append(f"{m.n_units - m.n_attempted} not attempted")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _share(estimate: Estimate | None) -> str:
     return "n/a" if estimate is None or estimate.mean is None else f"{100 * estimate.mean:.1f}%"
 
@@ -329,7 +338,8 @@ def method_report(method: MethodOutcomes, seed: int = 0) -> MethodReport:
     return MethodReport(
         method_id=method.method_id,
         is_control=method.is_control,
-        n_units=len(method.outcomes),
+        n_units=method.n_planned,
+        n_attempted=len(method.outcomes),
         n_failed=method.n_failed,
         top_and_random=bootstrap_mean(list(scores.values()), seed=seed),
         top_only=bootstrap_mean(list(method.scores("top_only").values()), seed=seed),

@@ -62,14 +62,28 @@ class RunSummary:
     """(unit, method) pairs found finished in the run directory and skipped."""
     usage: UnitUsage
     seconds: float
+    attempted: int = 0
+    """(unit, method) pairs this call set out to do (planned = units x methods = attempted + already done)."""
     repeats: int = 1
     """Repeats of the experiment the counts add up (see `run_experiment`)."""
 
+    @property
+    def planned(self) -> int:
+        return self.attempted + self.already_done
+
+    @property
+    def nothing_succeeded(self) -> bool:
+        """Work was attempted and none of it finished (the command should say so and exit non-zero)."""
+        return self.attempted > 0 and self.completed == 0
+
     def to_text(self) -> str:
         repeats = f" x {self.repeats} repeats" if self.repeats > 1 else ""
+        not_reached = self.attempted - self.completed - self.failed
+        stopped = f", {not_reached} not reached (the run stopped)" if not_reached > 0 else ""
         return (
-            f"{self.run_dir}: {self.completed} finished, {self.failed} failed, {self.already_done} already done "
-            f"({self.units} units x {len(self.methods)} methods{repeats}); {self.usage.calls} model calls, "
+            f"{self.run_dir}: {self.planned} planned ({self.units} units x {len(self.methods)} methods{repeats}): "
+            f"{self.already_done} already done, {self.attempted} attempted: {self.completed} finished, "
+            f"{self.failed} failed{stopped}; {self.usage.calls} model calls, "
             f"{self.usage.cache_hits} cache hits, {self.usage.prompt_tokens} + {self.usage.completion_tokens} tokens, "
             f"${self.usage.cost_usd:.4f}, {self.seconds:.1f} s"
         )
@@ -355,7 +369,7 @@ async def arun_experiment(config: ExperimentConfig, out_dir: str | Path, *, shar
                                                             "failed": runner.failed})
     return RunSummary(run_dir=store.path, methods=tuple(methods), units=len(units), completed=runner.completed,
                       failed=runner.failed, already_done=already_done, usage=runner.usage,
-                      seconds=time.monotonic() - started)
+                      seconds=time.monotonic() - started, attempted=total)
 
 
 def repeated(config: ExperimentConfig, repeat: int, run_dir: Path) -> ExperimentConfig:
@@ -400,6 +414,7 @@ def run_experiment(config_path_or_config: str | Path | ExperimentConfig, out_dir
     return dataclasses.replace(
         first, completed=sum(s.completed for s in summaries), failed=sum(s.failed for s in summaries),
         already_done=sum(s.already_done for s in summaries), seconds=sum(s.seconds for s in summaries),
+        attempted=sum(s.attempted for s in summaries),
         usage=sum((s.usage for s in summaries[1:]), first.usage), repeats=repeats)
 
 

@@ -31,7 +31,7 @@ class GridCell:
     estimate: Estimate
     """Mean over the column's common units (bootstrap interval)."""
     n_scored: int
-    n_attempted: int
+    n_planned: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +54,7 @@ class UnitProperty:
     score: str
     variants: Mapping[str, Estimate]
     n_scored: int
-    n_attempted: int
+    n_planned: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,13 +73,13 @@ class ScorerGrid:
             found = column.cells.get(source)
             if found is None:
                 return "not run"
-            return f"{format_estimate(found.estimate)} (scored {found.n_scored} / {found.n_attempted})"
+            return f"{format_estimate(found.estimate)} (scored {found.n_scored} / {found.n_planned})"
 
         return [[source + (" (control)" if source in self.controls else ""), *(cell(c, source) for c in self.columns)]
                 for source in self.sources]
 
     def property_lines(self) -> list[str]:
-        return [f"{p.scorer}: {p.score.partition('.')[0]} over {p.n_scored} / {p.n_attempted} units: "
+        return [f"{p.scorer}: {p.score.partition('.')[0]} over {p.n_scored} / {p.n_planned} units: "
                 + ", ".join(f"{variant} {format_estimate(e)}" for variant, e in p.variants.items())
                 for p in self.unit_properties]
 
@@ -137,7 +137,7 @@ def _column(scorer: str, members: Sequence[tuple[str, MethodOutcomes]], seed: in
     common = set.intersection(*(set(values) for values in having)) if having else set()
     cells = {source: GridCell(estimate=bootstrap_mean([v for u, v in sorted(scored[source].items()) if u in common],
                                                       seed=seed),
-                              n_scored=len(scored[source]), n_attempted=len(m.outcomes))
+                              n_scored=len(scored[source]), n_planned=m.n_planned)
              for source, m in members}
     return GridColumn(scorer=scorer, score=f"{name}.{variant}" if key else name, n_common=len(common), cells=cells)
 
@@ -150,4 +150,4 @@ def _unit_property(method: MethodOutcomes, seed: int) -> UnitProperty:
                  for v in variants}
     n_scored = sum(x is not None for x in method.scores(variant, name).values())
     return UnitProperty(scorer=method.method_id, score=f"{name}.{variant}" if key else name, variants=estimates,
-                        n_scored=n_scored, n_attempted=len(method.outcomes))
+                        n_scored=n_scored, n_planned=method.n_planned)

@@ -61,3 +61,8 @@ def follows_explanations(request: CompletionRequest) -> Completion:
     return _explain(prompt, request)
 
 
+
+
+def no_choices(request: CompletionRequest) -> Completion:
+    """A server that answers every request with no choices at all."""
+    return Completion(choices=())
