@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from neuroscribe.llm.base import Choice, Completion, CompletionRequest
+from neuroscribe.llm.base import Choice, Completion, CompletionRequest, Usage
 
 SIMULATED: defaultdict[str, list[tuple[str, ...]]] = defaultdict(list)
 """Explanation -> the excerpts (rendered tokens) simulated for it, in request order."""
@@ -66,3 +66,10 @@ def follows_explanations(request: CompletionRequest) -> Completion:
 def no_choices(request: CompletionRequest) -> Completion:
     """A server that answers every request with no choices at all."""
     return Completion(choices=())
+
+
+def unreadable_explanations(request: CompletionRequest) -> Completion:
+    """Simulates as `follows_explanations`, but every explanation answer is unparseable (100 prompt tokens)."""
+    if request.distributions is not None:
+        return _simulate(request)
+    return Completion(choices=(Choice(text="unknown"),), usage=Usage(prompt_tokens=100, completion_tokens=1))

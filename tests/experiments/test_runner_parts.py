@@ -67,3 +67,23 @@ def test_token_lookup_table_refuses_token_pairs():
     pairs = TokenPairRecord(tokens=["a", "b"], activations=[1.0, 5.0, 0.0])
     with pytest.raises(DataError, match="attention heads have no look-up table"):
         token_lookup_table([pairs])
+
+
+def test_what_a_failed_explanation_cost_is_counted_once(word_dataset, tmp_path):
+    from neuroscribe.experiments import RunStore, config_from_dict, run_experiment
+    from word_units import scripted_config
+
+    data = scripted_config(word_dataset, score_split="valid")
+    data["explainers"][0]["options"]["n_candidates"] = 1
+    data["backends"]["default"]["options"]["responder"] = "explanation_following:unreadable_explanations"
+    data["simulators"].append({"name": "all_at_once", "id": "second", "options": {"n_worked_examples": 0}})
+    summary = run_experiment(config_from_dict(data), tmp_path / "run")
+    assert summary.completed == 0 and summary.failed == 4  # 2 units x 2 scorers, all at 'explain'
+    store = RunStore(tmp_path / "run")
+    per_unit = {}
+    for method in ("token_activation_pair+all_at_once", "token_activation_pair+second"):
+        for unit, outcome in store.outcomes(method).items():
+            assert outcome.stage == "explain"
+            per_unit[unit] = per_unit.get(unit, 0) + outcome.usage.prompt_tokens
+    assert per_unit and all(tokens == 100 for tokens in per_unit.values())  # one explanation call per unit
+    assert summary.usage.prompt_tokens == 100 * len(per_unit)

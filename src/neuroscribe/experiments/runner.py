@@ -99,6 +99,15 @@ class _Failure(Exception):
         super().__init__(f"{stage}: {error}")
         self.stage = stage
         self.error = error
+        self.usage = UnitUsage()
+        """Model use spent before it failed (a failed shared explanation), counted once by `claim`."""
+        self.claimed = False
+
+    def claim(self) -> UnitUsage:
+        if self.claimed:
+            return UnitUsage()
+        self.claimed = True
+        return self.usage
 
 
 @dataclass
@@ -197,7 +206,11 @@ class _Runner:
     async def _explain(self, source: str, unit: UnitId) -> _Explained:
         context = SourceContext(evidence=self.evidence, explanation_of=self._explanation_text)
         with UsageLedger.track() as tracker:
-            sourced = await _stage("explain", self.sources[source].explain(unit, context))
+            try:
+                sourced = await _stage("explain", self.sources[source].explain(unit, context))
+            except _Failure as failure:  # what the failed explanation cost is still spent
+                failure.usage = _usage_of(tracker.totals)
+                raise
         return _Explained(sourced=sourced, usage=_usage_of(tracker.totals))
 
     # one unit, one method ----------------------------------------------------------------------
@@ -221,7 +234,8 @@ class _Runner:
                 output: ScorerOutput = await _stage("score", scorer.score(inputs))
             except _Failure as failure:
                 outcome = UnitOutcome(unit=unit, status="failed", stage=failure.stage, reason=str(failure.error),
-                                      explanation=explanation, usage=usage + _usage_of(tracker.totals),
+                                      explanation=explanation,
+                                      usage=usage + failure.claim() + _usage_of(tracker.totals),
                                       seconds=time.monotonic() - started)
                 self.commit(method_id, outcome, None, failure.error)
                 return
