@@ -101,3 +101,23 @@ def test_empty_answers_count_as_backend_failures_and_stop_the_run(tmp_path: Path
     assert done.returncode == 2, done.stdout + done.stderr
     assert "stopped after 2 backend failures in a row" in done.stderr
     assert "returned 0 of 1 requested candidates" in done.stderr
+
+
+@pytest.mark.parametrize(("records", "units", "expected"), [
+    ('dataset = "gpt2-xl"', 'refs = ["48/0"]', "dataset 'gpt2-xl' has no layer 48: valid layers are 0-47"),
+    ('dataset = "gpt2-xl"', 'refs = ["5/6400"]', "dataset 'gpt2-xl' has no index 6400 in layer 5"),
+    ('dataset = "/no/such/folder"', 'refs = ["0/0"]', "unknown dataset '/no/such/folder'"),
+    ('dataset = "gpt2-xl"', 'refs = ["0/0"]\nkind = "attention_head"', "holds mlp_neuron units"),
+], ids=["layer", "index", "missing folder", "kind"])
+def test_units_the_dataset_does_not_have_fail_before_anything_runs(tmp_path: Path, records: str, units: str,
+                                                                    expected: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f'name = "bad"\n[units]\n{units}\n[records]\n{records}\n[backends.default]\ntype = "hf"\n'
+                      'model = "embedded"\n[[explainers]]\nname = "attention_head"\n[[scorers]]\n'
+                      'name = "attention_simulation"\n[controls]\nrandom_explanation = false\n')
+    if "attention_head" not in units:
+        config.write_text(config.read_text().replace('name = "attention_head"', 'name = "token_activation_pair"')
+                          .replace('name = "attention_simulation"', 'name = "simulation"'))
+    done = dry_run(config, tmp_path / "run")
+    assert done.returncode == 2 and expected in done.stderr, done.stderr
+    assert not (tmp_path / "run").exists()

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from neuroscribe.errors import ConfigError
+from neuroscribe.errors import ConfigError, NeuroscribeError
 from neuroscribe.experiments.config import ExperimentConfig, candidates_of, is_control, selection_scorer
 from neuroscribe.experiments.store import RunStore
 from neuroscribe.llm.base import CallEstimate
@@ -92,12 +92,30 @@ def pending_units(store: RunStore, method: str, units: Sequence[UnitId], skip_fa
     return [u for u in units if u not in done]
 
 
+def check_units_exist(config: ExperimentConfig, dataset: str) -> None:
+    """Every unit of the config is a unit of `dataset` (a catalog name or a local directory) of the config's
+    kind: checked before anything is created, loaded or spent, so a typo never fails unit by unit."""
+    from neuroscribe.datasets import get_dataset
+
+    try:
+        spec = get_dataset(dataset)
+        if spec.unit_kind is not config.units.kind:
+            raise ConfigError(f"[units] kind is {config.units.kind.value!r}, but dataset {dataset!r} holds "
+                              f"{spec.unit_kind.value} units; set [units] kind = {spec.unit_kind.value!r}")
+        for unit in config.units.resolve(config.seed):
+            spec.check(unit.layer, unit.index)
+    except NeuroscribeError as error:
+        raise ConfigError(f"[records] dataset: {error}") from None
+
+
 def make_plan(config: ExperimentConfig, out_dir: str | Path | None = None, shard: Shard = Shard(),
               skip_failed: bool = False) -> Plan:
     from neuroscribe.explainer import EXPLAINERS
     from neuroscribe.registry import registered_options
     from neuroscribe.scorers import SCORERS, ScoringShape
 
+    if config.records.collect is None:
+        check_units_exist(config, config.records.dataset)
     units = shard.select(config.units.resolve(config.seed))
     store = RunStore(out_dir) if out_dir is not None else None
     pending = {

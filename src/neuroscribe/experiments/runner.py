@@ -30,7 +30,7 @@ from neuroscribe.errors import BackendError, ConfigError, DataError, Neuroscribe
 from neuroscribe.experiments.config import ExperimentConfig, load_config
 from neuroscribe.experiments.evidence import EvidenceBuilder
 from neuroscribe.experiments.manifest import open_run, update_manifest
-from neuroscribe.experiments.plan import Plan, Shard, make_plan, pending_units
+from neuroscribe.experiments.plan import Plan, Shard, check_units_exist, make_plan, pending_units
 from neuroscribe.experiments.sources import ExplanationSource, SourceContext, Sourced, build_sources
 from neuroscribe.experiments.store import REPEATS_DIR, RunStore, UnitOutcome, UnitUsage, now_iso
 from neuroscribe.llm.base import Backend, BackendSpec, TransportSettings
@@ -342,10 +342,13 @@ async def arun_experiment(config: ExperimentConfig, out_dir: str | Path, *, shar
     started = time.monotonic()
     shard = shard or Shard()
     store = RunStore(out_dir)
-    open_run(store, config, source, overrides, shard)
     dataset = config.records.dataset
+    if config.records.collect is None:
+        check_units_exist(config, dataset)
+    open_run(store, config, source, overrides, shard)
     if config.records.collect is not None:
         dataset = await asyncio.to_thread(_collect_records, config, store)
+        check_units_exist(config, dataset)
     units = shard.select(config.units.resolve(config.seed))
     methods = config.method_ids()
     todo: dict[UnitId, list[str]] = {}
