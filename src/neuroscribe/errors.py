@@ -5,6 +5,8 @@ Every message says what went wrong, where (file, unit, field) and, when there is
 
 from __future__ import annotations
 
+import errno
+
 
 class NeuroscribeError(Exception):
     """Base of every error neuroscribe raises on purpose."""
@@ -48,6 +50,17 @@ class StageError(NeuroscribeError):
         super().__init__(f"{stage}: {error}")
         self.stage = stage
         self.error = error
+
+
+def describe_os_error(error: OSError) -> str:
+    """A filesystem failure in words: which path, why, and that finished work is kept."""
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None) or "(no path given)"
+    why = error.strerror or str(error)
+    hint = {errno.ENOSPC: "free space, or choose another --out",
+            errno.EROFS: "the file system is read-only; choose another --out",
+            errno.EACCES: "check the permissions, or choose another --out"}.get(error.errno or 0, "fix it")
+    return (f"{why}: {paths} ({hint}). Work finished before this is kept; run the same command again to go on "
+            "from there.")
 
 
 def describe(error: NeuroscribeError) -> str:

@@ -12,7 +12,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from neuroscribe.errors import NeuroscribeError
+from neuroscribe.errors import NeuroscribeError, describe_os_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except NeuroscribeError as error:
         print(f"neuroscribe {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # one path for every filesystem failure: which file, and why
+        print(f"neuroscribe {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"neuroscribe {args.command}: interrupted", file=sys.stderr)
