@@ -73,7 +73,7 @@ def test_counter_falls_back_quickly_when_the_encoding_never_arrives(
     monkeypatch.setattr(usage, "_ENCODINGS", {})
     started = time.monotonic()
     with caplog.at_level(logging.WARNING):
-        counter = TokenCounter("stalled-model")
+        counter = TokenCounter("gpt-4o-mini")
         assert counter.count("a" * 40) == 10
     stall.set()
     assert time.monotonic() - started < 2.0
@@ -90,8 +90,22 @@ def test_counter_is_exact_when_tiktoken_has_the_encoding(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(tiktoken, "encoding_for_model", lambda name: Words())
     monkeypatch.setattr(usage, "_ENCODINGS", {})
-    counter = TokenCounter("any")
+    counter = TokenCounter("gpt-4o")
     assert counter.exact and counter.count("three little words") == 3
+
+
+def test_a_model_tiktoken_does_not_know_is_estimated_without_fetching_anything(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tiktoken
+
+    def fetch(*args: object) -> object:
+        raise AssertionError("an encoding was fetched for a model tiktoken does not know")
+
+    monkeypatch.setattr(tiktoken, "encoding_for_model", fetch)
+    monkeypatch.setattr(tiktoken, "get_encoding", fetch)
+    monkeypatch.setattr(usage, "_ENCODINGS", {})
+    counter = TokenCounter("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert not counter.exact and counter.count("a" * 40) == 10
 
 
 def test_totals_describe_themselves_in_one_line() -> None:

@@ -1,9 +1,10 @@
 """Token usage and estimated cost, per call and per run, plus token counting before a call.
 
 Counts come from the server's `usage` field. Where a count is needed before the call (tokens-per-minute
-budgets), `TokenCounter` uses tiktoken; tiktoken downloads its encoding files on first use, so when that
-cannot happen (offline, no cached file) it falls back to a character-based estimate within a few seconds
-and logs once that it did.
+budgets), `TokenCounter` uses tiktoken for the models tiktoken knows by name (OpenAI's), and a documented
+estimate (characters / 4) for every other model, without trying to fetch an encoding. tiktoken downloads
+its encoding files on first use, so when that cannot happen (offline, no cached file) it falls back to the
+estimate within a few seconds and logs once that it did.
 """
 
 from __future__ import annotations
@@ -159,10 +160,27 @@ _ENCODINGS: dict[str, _Encoding | None] = {}
 _ENCODINGS_LOCK = threading.Lock()
 
 
+def tiktoken_knows(model: str) -> bool:
+    """Whether tiktoken maps `model` to an encoding by name (a lookup, no file and no network)."""
+    try:
+        from tiktoken.model import encoding_name_for_model
+    except ImportError:
+        return False
+    try:
+        encoding_name_for_model(model)
+    except KeyError:
+        return False
+    return True
+
+
 def _load_encoding(model: str) -> _Encoding | None:
-    """tiktoken's encoding for `model` (o200k_base for models it does not know), or None if it cannot be
-    loaded within ENCODING_LOAD_TIMEOUT_S; the load runs in a daemon thread so a stalled download never
-    hangs the run."""
+    """tiktoken's encoding for `model`, or None: for a model tiktoken does not know (any open model) at once,
+    so counting never reaches for the network; for one it knows, if the encoding cannot be loaded within
+    ENCODING_LOAD_TIMEOUT_S (the load runs in a daemon thread so a stalled download never hangs the run)."""
+    if not tiktoken_knows(model):
+        logger.info("token counts for %r before a call are estimated as characters / %.0f (tiktoken has no "
+                    "encoding for it); counts after a call are the server's", model, CHARS_PER_TOKEN_ESTIMATE)
+        return None
     result: list[_Encoding] = []
     failure: list[BaseException] = []
 
@@ -170,10 +188,7 @@ def _load_encoding(model: str) -> _Encoding | None:
         try:
             import tiktoken
 
-            try:
-                result.append(tiktoken.encoding_for_model(model))
-            except KeyError:
-                result.append(tiktoken.get_encoding("o200k_base"))
+            result.append(tiktoken.encoding_for_model(model))
         except Exception as exc:  # network, file system, or a missing package: all mean "estimate instead"
             failure.append(exc)
 
