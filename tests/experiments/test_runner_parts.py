@@ -87,3 +87,31 @@ def test_what_a_failed_explanation_cost_is_counted_once(word_dataset, tmp_path):
             per_unit[unit] = per_unit.get(unit, 0) + outcome.usage.prompt_tokens
     assert per_unit and all(tokens == 100 for tokens in per_unit.values())  # one explanation call per unit
     assert summary.usage.prompt_tokens == 100 * len(per_unit)
+
+
+def test_an_infinite_activation_the_explainer_would_see_fails_the_unit_with_where(tmp_path):
+    import json
+
+    from word_units import scripted_config, unit_record
+
+    from neuroscribe.experiments import RunStore, config_from_dict, run_experiment
+    from neuroscribe.serialization import to_json_obj
+
+    root = tmp_path / "words"
+    (root / "collated-activations" / "0").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"subject_model": "synthetic", "unit_kind": "mlp_neuron"}))
+    for index in (0, 1):
+        record = unit_record(index)
+        if index == 0:
+            record.most_positive_activation_records[4].activations[1] = float("inf")  # train split: 0, 4, ...
+        (root / "collated-activations" / "0" / f"{index}.json").write_text(json.dumps(to_json_obj(record)))
+    data = scripted_config(root, score_split="valid")
+    data["explainers"][0]["options"]["n_candidates"] = 1
+    data["controls"] = {"random_explanation": False}
+    run_experiment(config_from_dict(data), tmp_path / "run")
+    outcomes = RunStore(tmp_path / "run").outcomes("token_activation_pair+all_at_once")
+    failed = outcomes[UnitId(0, 0)]
+    assert failed.status == "failed" and failed.stage == "records"
+    assert "excerpt 1 of the explaining (train) split has a non-finite activation" in failed.reason
+    assert "at position 1" in failed.reason
+    assert outcomes[UnitId(0, 1)].status == "ok"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
@@ -140,6 +141,7 @@ class EvidenceBuilder:
     async def _explainer_input(self, unit: UnitId, needs: frozenset[Evidence]) -> ExplainerInput:
         splits = self.splits(await self.record(unit))
         shown = splits.train
+        _require_finite(shown, unit)
         records = _of_type(shown, ActivationRecord, unit) if Evidence.ACTIVATION_RECORDS in needs else []
         pairs = _of_type(shown, TokenPairRecord, unit) if Evidence.TOKEN_PAIR_RECORDS in needs else []
         scale_from = records or pairs
@@ -221,6 +223,16 @@ def other_units(unit: UnitId, units: Sequence[UnitId], n: int, seed: int) -> lis
     """`n` other units of the run, drawn with the seed and the unit (the same in every process and shard)."""
     pool = [u for u in units if u != unit]
     return sorted(random.Random(f"other-units:{seed}:{unit}").sample(pool, min(n, len(pool))))
+
+
+def _require_finite(shown: Sequence[ActivationRecord], unit: UnitId) -> None:
+    """An explainer must not see a scale that an infinite or NaN activation broke (everything would show as 0)."""
+    for number, record in enumerate(shown):
+        bad = next((i for i, a in enumerate(record.activations) if not math.isfinite(a)), None)
+        if bad is not None:
+            raise DataError(f"{unit}: excerpt {number} of the explaining (train) split has a non-finite activation "
+                            f"({record.activations[bad]}) at position {bad}; the 0-10 scale cannot be drawn from "
+                            "it: fix or drop the record")
 
 
 def _of_type(records: Sequence[ActivationRecord], kind: type[R], unit: UnitId) -> list[R]:
