@@ -65,12 +65,12 @@ def collation_overhead(subject: SubjectModel, batches: list[ExcerptBatch], layer
     probes = [MLPNeuronProbe(layer) for layer in layers]
     bare = collect = 0.0
     for batch in batches:
-        ids, excerpt_ids = torch.from_numpy(batch.token_ids), torch.from_numpy(batch.excerpt_ids)
+        ids = torch.from_numpy(batch.token_ids)
         start = time.perf_counter()
         subject.stream(ids, [], max(layers), lambda _number, _values: None)
         bare += time.perf_counter() - start
         start = time.perf_counter()
-        collate_batch(subject, probes, collators, ids, excerpt_ids, max(layers))
+        collate_batch(subject, probes, collators, batch, max(layers))
         collect += time.perf_counter() - start
     start = time.perf_counter()
     for collator in collators:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from neuroscribe.errors import ConfigError, DataError
 from neuroscribe.records import (
     ActivationRecord,
+    ExcerptSources,
     NeuronId,
     NeuronRecord,
     SliceParams,
@@ -141,6 +142,71 @@ def test_disjoint_drops_scoring_records_seen_by_the_explainer() -> None:
     explained = {tuple(r.tokens) for r in disjoint.train}
     assert not explained & {tuple(r.tokens) for s in (disjoint.calibration, disjoint.valid, disjoint.test)
                             for r in s.all}
+
+
+def _with_sources(top_documents: list[int], random_documents: list[int]) -> NeuronRecord:
+    return NeuronRecord(
+        neuron_id=NeuronId(0, 0),
+        most_positive_activation_records=[_record(f"t{i}", 20 - i) for i in range(len(top_documents))],
+        random_sample=[_record(f"r{i}", 0) for i in range(len(random_documents))],
+        excerpt_sources=ExcerptSources(most_positive_activation_records=[(d, 0) for d in top_documents],
+                                       random_sample=[(d, 64) for d in random_documents]))
+
+
+def _documents(splits: object, record: NeuronRecord) -> dict[str, set[int]]:
+    assert record.excerpt_sources is not None
+    where = {id(r): d for r, (d, _) in zip(record.most_positive_activation_records,
+                                           record.excerpt_sources.most_positive_activation_records, strict=True)}
+    where |= {id(r): d for r, (d, _) in zip(record.random_sample, record.excerpt_sources.random_sample, strict=True)}
+    return {name: {where[id(r)] for r in (getattr(splits, name) if name == "train" else getattr(splits, name).all)}
+            for name in ("train", "calibration", "valid", "test")}
+
+
+def test_with_a_document_per_excerpt_the_split_is_the_papers() -> None:
+    record = _with_sources(list(range(12)), list(range(100, 109)))
+    params = SliceParams(n_examples_per_split=3)
+    by_document = split_records(record, params)
+    plain = split_records(NeuronRecord(neuron_id=record.neuron_id,
+                                       most_positive_activation_records=record.most_positive_activation_records,
+                                       random_sample=record.random_sample), params)
+    assert by_document == plain and by_document.n_dropped == 0
+
+
+def test_no_document_is_in_two_splits_and_the_tail_refills() -> None:
+    # top excerpts 0, 1, 5 share document 7 (train's); 2 and 6 share document 8; random 0 and 3 share one
+    record = _with_sources([7, 7, 8, 9, 10, 7, 8, 11, 12, 13, 14, 15], [20, 21, 22, 20, 23, 24, 25])
+    splits = split_records(record, SliceParams(n_examples_per_split=2))
+    documents = _documents(splits, record)
+    assert all(documents[a].isdisjoint(documents[b]) for a in documents for b in documents if a < b)
+    assert [r.tokens[0] for r in splits.train] == ["t0", "t1"]  # document 7 stays in train; t5 has no room there
+    assert [r.tokens[0] for r in splits.calibration.top] == ["t2", "t6"]  # document 8 stays together
+    assert [r.tokens[0] for r in splits.valid.top] == ["t3", "t7"]
+    assert [r.tokens[0] for r in splits.test.top] == ["t4", "t8"]  # refilled from the tail (t8 beyond 4 x 2)
+    assert [r.tokens[0] for r in splits.calibration.random] == ["r0", "r3"]
+    assert [r.tokens[0] for r in splits.valid.random] == ["r1", "r4"]
+    assert [r.tokens[0] for r in splits.test.random] == ["r2", "r5"]
+    assert splits.n_dropped == 0
+
+
+def test_what_no_split_can_take_is_counted() -> None:
+    # six top excerpts of one document: train takes 2, the other splits get the rest of the documents only;
+    # the random excerpt from train's document is left out
+    record = _with_sources([5, 5, 5, 5, 5, 5, 1, 2, 3, 4], [5, 30, 31, 32, 33, 34])
+    splits = split_records(record, SliceParams(n_examples_per_split=2))
+    assert [len(splits.train), len(splits.calibration.top), len(splits.valid.top), len(splits.test.top)] == [2, 2, 1, 1]
+    assert [len(s.random) for s in (splits.calibration, splits.valid, splits.test)] == [2, 2, 1]
+    assert splits.n_dropped == 3
+    documents = _documents(splits, record)
+    assert 5 not in documents["calibration"] | documents["valid"] | documents["test"]
+
+
+def test_sources_that_do_not_fit_the_record_are_refused() -> None:
+    with pytest.raises(DataError, match=r"unit 0/0: random_sample has 2 excerpts but its excerpt sources list 1"):
+        NeuronRecord(neuron_id=NeuronId(0, 0), random_sample=[_record("a", 0), _record("b", 0)],
+                     excerpt_sources=ExcerptSources(random_sample=[(0, 0)]))
+    with pytest.raises(DataError, match=r"random_sample_by_quantile\[1\] has 1 excerpts but its excerpt sources"):
+        NeuronRecord(neuron_id=NeuronId(0, 0), random_sample_by_quantile=[[], [_record("a", 0)]],
+                     excerpt_sources=ExcerptSources(random_sample_by_quantile=[[], []]))
 
 
 # --- normalization --------------------------------------------------------------------------------

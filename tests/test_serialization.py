@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from neuroscribe.errors import DataError
 from neuroscribe.records import (
     ActivationRecord,
+    ExcerptSources,
     NeuronId,
     NeuronRecord,
     RecordSplits,
@@ -397,7 +398,11 @@ scored_attention_simulations = st.builds(ScoredAttentionSimulation,
                                          roc_auc_score=optional_float)
 scored_attention_explanations = st.builds(ScoredAttentionExplanation, explanation=text,
                                           scored_attention_simulation=scored_attention_simulations)
+sources_lists = st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**4)), max_size=3)
 STRATEGIES: dict[type, st.SearchStrategy[object]] = {
+    ExcerptSources: st.builds(ExcerptSources, most_positive_activation_records=sources_lists,
+                              random_sample=sources_lists,
+                              random_sample_by_quantile=st.none() | st.lists(sources_lists, max_size=2)),
     AttentionSimulation: attention_simulations,
     ScoredAttentionSimulation: scored_attention_simulations,
     ScoredAttentionExplanation: scored_attention_explanations,

@@ -143,6 +143,23 @@ class TokenPairRecord(ActivationRecord):
         return pairs[:k]
 
 
+ExcerptSource = tuple[int, int]
+"""Where an excerpt came from: (document, token offset of its first token in that document)."""
+
+
+@dataclass
+class ExcerptSources:
+    """Where each excerpt of a collected `NeuronRecord` came from, list for list and item for item.
+
+    Documents are numbered in the order the collector read them, so two excerpts share a document exactly
+    when their numbers are equal. Published datasets have none; the collector writes them beside each record.
+    """
+
+    most_positive_activation_records: list[ExcerptSource] = field(default_factory=list)
+    random_sample: list[ExcerptSource] = field(default_factory=list)
+    random_sample_by_quantile: list[list[ExcerptSource]] | None = None
+
+
 @dataclass
 class NeuronRecord:
     """Everything published about one unit: top excerpts, random samples and summary statistics.
@@ -161,6 +178,28 @@ class NeuronRecord:
     skewness: float | None = None
     kurtosis: float | None = None
     most_negative_activation_records: list[ActivationRecord] | None = None
+    excerpt_sources: ExcerptSources | None = None
+    """Where each excerpt came from (collected datasets, from the file beside the record); None for
+    published data. Splits keep explanation and scoring excerpts in different documents with it."""
+
+    def __post_init__(self) -> None:
+        sources = self.excerpt_sources
+        if sources is None:
+            return
+        by_quantile, known_by_quantile = self.random_sample_by_quantile or [], sources.random_sample_by_quantile or []
+        lists: dict[str, tuple[Sequence[object], Sequence[object]]] = {
+            "most_positive_activation_records": (self.most_positive_activation_records,
+                                                 sources.most_positive_activation_records),
+            "random_sample": (self.random_sample, sources.random_sample),
+            "random_sample_by_quantile": (by_quantile, known_by_quantile),
+        }
+        lists.update({f"random_sample_by_quantile[{q}]": pair
+                      for q, pair in enumerate(zip(by_quantile, known_by_quantile, strict=False))})
+        for name, (excerpts, known) in lists.items():
+            if len(excerpts) != len(known):
+                raise DataError(f"unit {self.neuron_id.layer_index}/{self.neuron_id.neuron_index}: {name} has "
+                                f"{len(excerpts)} excerpts but its excerpt sources list {len(known)}; the sources "
+                                "belong to another record (collect the dataset again)")
 
     @property
     def max_activation(self) -> float:
@@ -190,32 +229,41 @@ class SliceParams:
     n_examples_per_split: int | None = None
     """Records per split and source (top / random); None: as many as every split can have equally."""
     disjoint: bool = False
-    """Drop records from later splits whose tokens already appear in an earlier one (train, then
-    calibration, then valid / test), so no scoring excerpt was shown to the explainer or used for
-    calibration. Off by default, as in the paper, where the random sample can repeat a top excerpt."""
+    """For records without excerpt sources (published data): drop records from later splits whose tokens
+    already appear in an earlier one (train, then calibration, then valid / test), so no scoring excerpt
+    was shown to the explainer or used for calibration. Off by default, as in the paper, where the random
+    sample can repeat a top excerpt. Records with excerpt sources are always split by document."""
 
     def __post_init__(self) -> None:
         if self.n_examples_per_split is not None and self.n_examples_per_split < 1:
             raise ConfigError(f"n_examples_per_split must be at least 1 (or unset), got {self.n_examples_per_split}")
 
 
-def _interleaved(records: Sequence[ActivationRecord], splits: Sequence[str], split: str, n: int | None,
-                 source: str, unit: NeuronId) -> list[ActivationRecord]:
-    """The paper's interleaving: split k of s takes records k, k+s, k+2s, ... (n of them)."""
-    stride = len(splits)
+def _per_split(records: Sequence[ActivationRecord], stride: int, n: int | None, source: str, unit: NeuronId,
+               remedy: str = "lower n_examples_per_split") -> int:
+    """`n`, or as many as every split can have equally (None); a record with too few is a `DataError`."""
     if n is None:
         n = len(records) // stride
     if len(records) < n * stride:
         raise DataError(
             f"unit {unit.layer_index}/{unit.neuron_index} has {len(records)} {source} records, but "
-            f"{n} per split x {stride} splits need {n * stride}; lower n_examples_per_split"
+            f"{n} per split x {stride} splits need {n * stride}; {remedy}"
         )
+    return n
+
+
+def _interleaved(records: Sequence[ActivationRecord], splits: Sequence[str], split: str, n: int | None,
+                 source: str, unit: NeuronId) -> list[ActivationRecord]:
+    """The paper's interleaving: split k of s takes records k, k+s, k+2s, ... (n of them)."""
+    stride = len(splits)
+    n = _per_split(records, stride, n, source, unit)
     start = splits.index(split)
     return list(records[start:n * stride:stride])
 
 
 def top_split(record: NeuronRecord, split: str, params: SliceParams) -> list[ActivationRecord]:
-    """Top-activating records of one split (stride 4: train, calibration, valid, test)."""
+    """Top-activating records of one split (stride 4: train, calibration, valid, test): the paper's
+    interleaving alone, with no disjointness rule (`split_records` applies it)."""
     if split not in TOP_SPLITS:
         raise DataError(f"unknown split {split!r} for top records; valid: {', '.join(TOP_SPLITS)}")
     return _interleaved(record.most_positive_activation_records, TOP_SPLITS, split, params.n_examples_per_split,
@@ -223,7 +271,7 @@ def top_split(record: NeuronRecord, split: str, params: SliceParams) -> list[Act
 
 
 def random_split(record: NeuronRecord, split: str, params: SliceParams) -> list[ActivationRecord]:
-    """Random-sample records of one split (stride 3: calibration, valid, test)."""
+    """Random-sample records of one split (stride 3: calibration, valid, test), as in `top_split`."""
     if split not in RANDOM_SPLITS:
         raise DataError(f"unknown split {split!r} for random records; valid: {', '.join(RANDOM_SPLITS)}")
     return _interleaved(record.random_sample, RANDOM_SPLITS, split, params.n_examples_per_split, "random",
@@ -251,7 +299,8 @@ class RecordSplits:
     valid: ScoringSet
     test: ScoringSet
     n_dropped: int = 0
-    """Records dropped because an earlier split already holds the same tokens (`disjoint=True`)."""
+    """How many excerpts the splits are short of the paper's slicing, because another split already
+    holds their document (records with excerpt sources) or an earlier one their tokens (`disjoint=True`)."""
 
 
 def _without_seen(records: ScoringSet, seen: set[tuple[str, ...]]) -> ScoringSet:
@@ -259,8 +308,45 @@ def _without_seen(records: ScoringSet, seen: set[tuple[str, ...]]) -> ScoringSet
                       random=[r for r in records.random if tuple(r.tokens) not in seen])
 
 
+def _by_document(records: Sequence[ActivationRecord], sources: Sequence[ExcerptSource], splits: Sequence[str],
+                 n: int, placed: dict[int, str]) -> dict[str, list[ActivationRecord]]:
+    """The paper's interleaving, one document per split: in order, an excerpt goes to the split its
+    document was given, and a new document to the split with the fewest excerpts (the earlier on ties);
+    a split takes at most `n`. With every excerpt in its own document this is exactly the stride-s slicing."""
+    out: dict[str, list[ActivationRecord]] = {split: [] for split in splits}
+    for excerpt, (document, _) in zip(records, sources, strict=True):
+        split = placed.get(document)
+        if split is None:
+            split = min(splits, key=lambda s: len(out[s]))
+            if len(out[split]) >= n:
+                break
+            placed[document] = split
+        if split in out and len(out[split]) < n:
+            out[split].append(excerpt)
+    return out
+
+
+def _split_by_document(record: NeuronRecord, sources: ExcerptSources, params: SliceParams) -> RecordSplits:
+    top, random = record.most_positive_activation_records, record.random_sample
+    n = params.n_examples_per_split
+    n_top = _per_split(top, len(TOP_SPLITS), n, "top-activating", record.neuron_id)
+    n_random = _per_split(random, len(RANDOM_SPLITS), n, "random", record.neuron_id,
+                          "lower n_examples_per_split, or collect more tokens: a collected random sample leaves out "
+                          "the documents of the unit's top excerpts")
+    placed: dict[int, str] = {}
+    tops = _by_document(top, sources.most_positive_activation_records, TOP_SPLITS, n_top, placed)
+    randoms = _by_document(random, sources.random_sample, RANDOM_SPLITS, n_random, placed)
+    sets = {name: ScoringSet(top=tops[name], random=randoms[name]) for name in RANDOM_SPLITS}
+    placed_total = sum(len(v) for v in tops.values()) + sum(len(v) for v in randoms.values())
+    return RecordSplits(train=tops["train"], calibration=sets["calibration"], valid=sets["valid"], test=sets["test"],
+                        n_dropped=n_top * len(TOP_SPLITS) + n_random * len(RANDOM_SPLITS) - placed_total)
+
+
 def split_records(record: NeuronRecord, params: SliceParams) -> RecordSplits:
-    """Every split at once; with `params.disjoint`, later splits lose records an earlier split holds."""
+    """Every split at once. A record with excerpt sources puts each document in one split only; without,
+    `params.disjoint` makes later splits lose records whose tokens an earlier split holds."""
+    if record.excerpt_sources is not None:
+        return _split_by_document(record, record.excerpt_sources, params)
     train = top_split(record, "train", params)
     calibration, valid, test = (
         ScoringSet(top=top_split(record, name, params), random=random_split(record, name, params))

@@ -14,8 +14,9 @@ Compatibility rules:
   `AttentionSimulationResults.attention_id` (its older name) as one of `attention_head_id`.
 - A fixed-length tuple (a token pair's coordinates) is a JSON array of that length.
 - Non-finite floats are written as `null`; `null` in a plain `float` slot reads back as NaN.
-- Fields that exist only in neuroscribe (`NeuronRecord.stddev`, `most_negative_activation_records`)
-  are left out while they are `None`, so files we write stay loadable by the reference code.
+- Fields that exist only in neuroscribe (`NeuronRecord.stddev`, `most_negative_activation_records`,
+  `excerpt_sources`) are left out while they are `None`, so files we write stay loadable by the
+  reference code.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ FIELD_ALIASES: dict[type, dict[str, str]] = {
 """Alternative spellings found in published files: class -> {alias: field}."""
 
 OMITTED_WHEN_NONE: dict[type, frozenset[str]] = {
-    records.NeuronRecord: frozenset({"stddev", "most_negative_activation_records"}),
+    records.NeuronRecord: frozenset({"stddev", "most_negative_activation_records", "excerpt_sources"}),
     results.SequenceSimulation: frozenset({"uncalibrated_simulation"}),
 }
 """Fields written only when set: neuroscribe-only ones (so the reference loader can read our files)

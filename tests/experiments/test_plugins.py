@@ -31,8 +31,8 @@ def head_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("plugins") / "heads"
     return collect(CollectConfig(out_dir=out, unit_kind=UnitKind.ATTENTION_HEAD, layers=(0,), indices=(0, 1),
-                                 excerpt_tokens=8, max_tokens=512, top_k=8, n_random=8, n_quantiles=2,
-                                 n_per_quantile=2, quantile_pool=8, progress=False))
+                                 excerpt_tokens=8, max_tokens=8192, top_k=8, n_random=8, n_quantiles=2,
+                                 n_per_quantile=2, quantile_pool=32, progress=False))
 
 
 def plugin_config(path: Path, dataset: Path, extra: str = "") -> Path:

@@ -69,8 +69,8 @@ def test_a_second_call_resumes_every_repeat_and_repeat_is_not_set_by_hand(word_d
 def test_repeats_read_the_collection_of_repeat_0(tmp_path: Path) -> None:
     data = sampled(tmp_path)
     data["records"] = {"n_per_split": 1, "collect": {"options": {
-        "model": "embedded", "corpus": "embedded", "excerpt_tokens": 8, "max_tokens": 512, "top_k": 4, "n_random": 3,
-        "n_quantiles": 2, "n_per_quantile": 2, "quantile_pool": 8, "lookup_tokens": 0, "progress": False}}}
+        "model": "embedded", "corpus": "embedded", "excerpt_tokens": 8, "max_tokens": 8192, "top_k": 4, "n_random": 3,
+        "n_quantiles": 2, "n_per_quantile": 2, "quantile_pool": 16, "lookup_tokens": 0, "progress": False}}}
     data["units"] = {"refs": ["0/3", "0/4"]}
     run = tmp_path / "run"
     run_experiment(config_from_dict(data), run, repeats=2)

@@ -41,6 +41,8 @@ class Artifact(StrEnum):
     """Tokens with the highest average activation: TokenLookupTableSummaryOfNeuron."""
     TOKENS_BY_WEIGHT = "tokens-by-weight"
     """Tokens with the largest input/output weights: WeightBasedSummaryOfNeuron."""
+    EXCERPT_SOURCES = "excerpt-sources"
+    """Each collected excerpt's document and token offset, beside its record: ExcerptSources (collected only)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,6 +239,7 @@ LOCAL_TEMPLATES: Mapping[Artifact, str] = {
     Artifact.TOKENS_BY_ACTIVATION: f"related-tokens/activation-based/{_LAYER_INDEX}.json",
     Artifact.TOKENS_BY_WEIGHT: f"related-tokens/weight-based/{_LAYER_INDEX}.json",
     Artifact.RELATED_NEURONS: f"related-neurons/weight-based/{_LAYER_INDEX}.json",
+    Artifact.EXCERPT_SOURCES: f"excerpt-sources/{_LAYER_INDEX}.json",
 }
 """The collector's layout inside a local dataset directory."""
 
@@ -274,6 +277,8 @@ def local_dataset(directory: str | Path) -> DatasetSpec:
         del templates[Artifact.TOKENS_BY_ACTIVATION]
     if manifest.get("has_weight_summaries") is False:
         del templates[Artifact.TOKENS_BY_WEIGHT], templates[Artifact.RELATED_NEURONS]
+    if manifest.get("has_excerpt_sources") is not True:  # collected before excerpt sources were kept
+        del templates[Artifact.EXCERPT_SOURCES]
     return DatasetSpec(
         name=str(directory),
         description=f"collected dataset of {manifest.get('subject_model', 'an unnamed model')}",

@@ -27,7 +27,7 @@ from neuroscribe.datasets.io import (
     reroute,
 )
 from neuroscribe.errors import DataError
-from neuroscribe.records import ActivationRecord, NeuronRecord, TokenPairRecord
+from neuroscribe.records import ActivationRecord, ExcerptSources, NeuronRecord, TokenPairRecord
 from neuroscribe.results import NeuronSimulationResults, TokenLookupTableSummaryOfNeuron, WeightBasedSummaryOfNeuron
 from neuroscribe.serialization import dumps, from_json_obj, iter_jsonl_lines
 
@@ -187,13 +187,22 @@ def load_neuron_record(
     """A unit's collated activations (`.json`, or `.pt` via torch.load(weights_only=True)).
 
     For a reference into a token-pair dataset every excerpt comes back as a `TokenPairRecord`, so its
-    (query, key) layout is checked on load and the attention-head explainer can use it directly.
+    (query, key) layout is checked on load and the attention-head explainer can use it directly. A
+    reference into a collected dataset comes with its `excerpt_sources` (read from the file beside the
+    record); published data and records read by path have none.
     """
     record = _read_first(resolve(ref_or_path, root, Artifact.ACTIVATIONS), settings, _record)
-    is_ref = isinstance(ref_or_path, UnitRef) or looks_like_ref(ref_or_path)
-    if is_ref and _dataset_of(ref_or_path).by_token_pair:
-        return _with_token_pairs(record, str(ref_or_path))
-    return record
+    if not (isinstance(ref_or_path, UnitRef) or looks_like_ref(ref_or_path)):
+        return record
+    spec = _dataset_of(ref_or_path)
+    if Artifact.EXCERPT_SOURCES in spec.templates:
+        location = resolve(ref_or_path, root, Artifact.EXCERPT_SOURCES)
+        sources = _read_first(location, settings, _decoder(ExcerptSources))
+        try:
+            record = dataclasses.replace(record, excerpt_sources=sources)
+        except DataError as error:
+            raise DataError(f"{location}: {error}") from None
+    return _with_token_pairs(record, str(ref_or_path)) if spec.by_token_pair else record
 
 
 def _dataset_of(ref: str | UnitRef) -> DatasetSpec:

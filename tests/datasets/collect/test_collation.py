@@ -14,9 +14,17 @@ from neuroscribe.datasets.collect.collation import (
     CollationSettings,
     StreamingCollator,
     excerpt_keys,
+    unit_keys,
 )
+from neuroscribe.errors import DataError
 
 N_EXCERPTS, T, U, VOCAB = 97, 8, 5, 23
+PER_DOCUMENT = 4
+"""Excerpts per document of the synthetic corpus: excerpt i is window i % 4 of document i // 4."""
+
+
+def _sources(excerpt_ids: torch.Tensor) -> torch.Tensor:
+    return torch.stack([excerpt_ids // PER_DOCUMENT, excerpt_ids % PER_DOCUMENT * T], dim=1)
 
 
 def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,7 +47,8 @@ def _collate(acts: torch.Tensor, tokens: torch.Tensor, batch_sizes: list[int],
     sizes = iter(batch_sizes * len(acts))
     while start < len(acts):
         stop = min(len(acts), start + next(sizes))
-        collator.update(acts[start:stop], tokens[start:stop], torch.arange(start, stop))
+        ids = torch.arange(start, stop)
+        collator.update(acts[start:stop], tokens[start:stop], ids, _sources(ids))
         start = stop
     return collator.finalize()
 
@@ -64,13 +73,52 @@ def test_top_k_matches_brute_force(data: tuple[torch.Tensor, torch.Tensor], resu
         assert torch.equal(result.top_tokens[unit].long(), tokens[expected])
 
 
-def test_random_sample_is_the_smallest_keys_shared_by_all_units(data: tuple[torch.Tensor, torch.Tensor],
-                                                                result: CollationResult) -> None:
-    acts, tokens = data
-    keys = excerpt_keys(SETTINGS.seed, torch.arange(N_EXCERPTS))
-    expected = torch.argsort(keys)[: SETTINGS.n_random]
-    torch.testing.assert_close(result.random_activations, acts[expected])
-    assert torch.equal(result.random_tokens.long(), tokens[expected])
+def _pool() -> torch.Tensor:
+    """Excerpt ids of the shared pool (the smallest keys), in key order."""
+    return torch.argsort(excerpt_keys(SETTINGS.seed, torch.arange(N_EXCERPTS)))[: SETTINGS.quantile_pool]
+
+
+def _eligible_in_unit_order(acts: torch.Tensor, unit: int) -> list[int]:
+    """Pool rows from documents without a top excerpt of `unit`, in the unit's own key order."""
+    pool = _pool()
+    top = torch.argsort(acts[:, :, unit].amax(dim=1), descending=True)[: SETTINGS.top_k]
+    top_documents = set((top // PER_DOCUMENT).tolist())
+    keys = unit_keys(SETTINGS.seed, pool, torch.arange(U))[:, unit]
+    return [row for row in torch.argsort(keys).tolist() if int(pool[row]) // PER_DOCUMENT not in top_documents]
+
+
+def test_each_unit_draws_its_own_random_sample_away_from_its_top_documents(
+        data: tuple[torch.Tensor, torch.Tensor], result: CollationResult) -> None:
+    acts, _ = data
+    pool = _pool()
+    torch.testing.assert_close(result.pool_activations, acts[pool])
+    assert torch.equal(result.pool_sources, _sources(pool))
+    samples = []
+    for unit in range(U):
+        expected = _eligible_in_unit_order(acts, unit)[: SETTINGS.n_random]
+        assert len(expected) == SETTINGS.n_random  # 24 pool excerpts, at most 7 top documents of 25
+        assert result.random_rows[:, unit].tolist() == expected
+        top_documents = set(result.top_sources[unit, :, 0].tolist())
+        assert not top_documents & set(result.pool_sources[expected, 0].tolist())
+        samples.append(frozenset(expected))
+    assert len(set(samples)) == U  # every unit its own sample
+
+
+def test_a_pool_too_small_leaves_the_sample_short_never_leaking() -> None:
+    acts, tokens = _data()
+    ids = torch.arange(N_EXCERPTS)
+    collator = StreamingCollator(SETTINGS, n_units=U, n_positions=T, excerpt_tokens=T, vocab_size=VOCAB)
+    collator.update(acts, tokens, ids, torch.stack([ids % 3, ids], dim=1))  # only 3 documents
+    out = collator.finalize()
+    for unit in range(U):
+        rows = out.random_rows[:, unit]
+        kept = rows[rows >= 0]
+        assert set(out.pool_sources[kept, 0].tolist()).isdisjoint(out.top_sources[unit, :, 0].tolist())
+        assert bool((rows[len(kept):] == -1).all())
+        for q in range(SETTINGS.n_quantiles):
+            chosen = out.quantile_chosen[q, :, unit].nonzero().squeeze(1)
+            assert set(out.pool_sources[chosen, 0].tolist()).isdisjoint(out.top_sources[unit, :, 0].tolist())
+    assert int((out.random_rows >= 0).sum()) < SETTINGS.n_random * U  # 7 top excerpts cover most of 3 documents
 
 
 def test_keys_are_uniform_and_depend_on_seed() -> None:
@@ -80,21 +128,32 @@ def test_keys_are_uniform_and_depend_on_seed() -> None:
     assert np.array_equal(keys[50:60], excerpt_keys(0, torch.arange(50, 60)).numpy())
 
 
+def test_unit_keys_are_uniform_per_unit_and_unrelated_across_units() -> None:
+    keys = unit_keys(0, torch.arange(5_000), torch.tensor([0, 1, 1 << 32])).numpy()
+    for unit in range(3):
+        assert scipy.stats.kstest(keys[:, unit], "uniform").pvalue > 1e-3
+    assert abs(scipy.stats.spearmanr(keys[:, 0], keys[:, 1]).statistic) < 0.05
+    assert abs(scipy.stats.spearmanr(keys[:, 0], excerpt_keys(0, torch.arange(5_000)).numpy()).statistic) < 0.05
+    assert np.array_equal(keys[10:20, 2], unit_keys(0, torch.arange(10, 20), torch.tensor([1 << 32]))[:, 0].numpy())
+
+
 def test_quantile_samples_match_brute_force(data: tuple[torch.Tensor, torch.Tensor], result: CollationResult) -> None:
     acts, _ = data
-    keys = excerpt_keys(SETTINGS.seed, torch.arange(N_EXCERPTS))
-    pool = torch.argsort(keys)[: SETTINGS.quantile_pool]  # in key order
+    pool = _pool()
+    n_chosen = 0
     for unit in range(U):
         maxima = acts[pool, :, unit].amax(dim=1).double().numpy()
-        boundaries = np.quantile(maxima, [0.25, 0.5, 0.75])
+        boundaries = np.quantile(maxima, [0.25, 0.5, 0.75])  # from the whole pool
         np.testing.assert_allclose(result.quantile_boundaries[:, unit].numpy(), boundaries, rtol=1e-6)
         bins = np.searchsorted(boundaries, maxima, side="right")
+        ordered = _eligible_in_unit_order(acts, unit)
         for q in range(SETTINGS.n_quantiles):
-            expected_rows = np.flatnonzero(bins == q)[: SETTINGS.n_per_quantile]
+            expected_rows = sorted([row for row in ordered if bins[row] == q][: SETTINGS.n_per_quantile])
             chosen_rows = result.quantile_chosen[q, :, unit].nonzero().squeeze(1).numpy()
-            assert np.array_equal(chosen_rows, expected_rows)
-            assert len(chosen_rows) == SETTINGS.n_per_quantile  # 24 pool excerpts / 4 bins = 6 per bin
+            assert chosen_rows.tolist() == expected_rows
+            n_chosen += len(chosen_rows)
             torch.testing.assert_close(result.pool_activations[chosen_rows, :, unit], acts[pool[chosen_rows], :, unit])
+    assert n_chosen > U * SETTINGS.n_quantiles * SETTINGS.n_per_quantile // 2  # most bins filled, some short
 
 
 def test_moments_match_scipy(data: tuple[torch.Tensor, torch.Tensor], result: CollationResult) -> None:
@@ -121,7 +180,8 @@ def test_merged_moments_equal_one_pass(values: list[float], split: int, offset: 
                                  excerpt_tokens=1, vocab_size=None)
     for start in range(0, len(values), split):
         part = acts[start:start + split]
-        collator.update(part, torch.zeros(len(part), 1), torch.arange(start, start + len(part)))
+        ids = torch.arange(start, start + len(part))
+        collator.update(part, torch.zeros(len(part), 1), ids, torch.stack([ids, ids * 0], dim=1))
     out = collator.finalize()
     reference = column.double().numpy()
     scale = max(1.0, float(np.abs(reference).max()))
@@ -156,7 +216,7 @@ def test_token_lookup_table_matches_brute_force(data: tuple[torch.Tensor, torch.
 
 def test_result_does_not_depend_on_batching(data: tuple[torch.Tensor, torch.Tensor], result: CollationResult) -> None:
     other = _collate(*data, batch_sizes=[97])
-    for name in ("top_values", "top_activations", "top_tokens", "random_activations", "quantile_boundaries",
+    for name in ("top_values", "top_activations", "top_tokens", "top_sources", "random_rows", "quantile_boundaries",
                  "quantile_chosen", "lookup_token_ids"):
         assert torch.equal(getattr(result, name), getattr(other, name)), name
     torch.testing.assert_close(result.kurtosis, other.kurtosis, rtol=1e-5, atol=1e-6)
@@ -165,11 +225,11 @@ def test_result_does_not_depend_on_batching(data: tuple[torch.Tensor, torch.Tens
 def test_same_seed_same_result_other_seed_other_sample(data: tuple[torch.Tensor, torch.Tensor],
                                                        result: CollationResult) -> None:
     again = _collate(*data, batch_sizes=[5, 1, 16])
-    assert torch.equal(again.random_activations, result.random_activations)
+    assert torch.equal(again.random_rows, result.random_rows)
     assert torch.equal(again.quantile_chosen, result.quantile_chosen)
     reseeded = _collate(*data, batch_sizes=[5, 1, 16], collation=CollationSettings(
         top_k=7, n_random=6, n_quantiles=4, n_per_quantile=3, quantile_pool=24, seed=4))
-    assert not torch.equal(reseeded.random_activations, result.random_activations)
+    assert not torch.equal(reseeded.pool_sources, result.pool_sources)
     assert torch.equal(reseeded.top_activations, result.top_activations)
 
 
@@ -177,20 +237,40 @@ def test_fewer_excerpts_than_k_and_pool() -> None:
     acts, tokens = _data()
     out = _collate(acts[:3], tokens[:3], [2])
     assert out.top_values.shape == (U, 3)
-    assert out.random_activations.shape[0] == 3 and out.pool_activations.shape[0] == 3
+    assert out.random_rows.shape[0] == 3 and out.pool_activations.shape[0] == 3
 
 
 def test_state_round_trip_resumes_identically(data: tuple[torch.Tensor, torch.Tensor],
                                               result: CollationResult) -> None:
     acts, tokens = data
     first = StreamingCollator(SETTINGS, n_units=U, n_positions=T, excerpt_tokens=T, vocab_size=VOCAB)
-    first.update(acts[:40], tokens[:40], torch.arange(40))
+    first.update(acts[:40], tokens[:40], torch.arange(40), _sources(torch.arange(40)))
     second = StreamingCollator(SETTINGS, n_units=U, n_positions=T, excerpt_tokens=T, vocab_size=VOCAB)
     second.load_state_dict(first.state_dict())
-    second.update(acts[40:], tokens[40:], torch.arange(40, N_EXCERPTS))
+    second.update(acts[40:], tokens[40:], torch.arange(40, N_EXCERPTS), _sources(torch.arange(40, N_EXCERPTS)))
     resumed = second.finalize()
-    assert torch.equal(resumed.top_activations, result.top_activations)
-    assert torch.equal(resumed.random_activations, result.random_activations)
+    for name in ("top_activations", "top_sources", "random_rows", "quantile_chosen", "pool_sources"):
+        assert torch.equal(getattr(resumed, name), getattr(result, name)), name
+
+
+def test_a_state_without_excerpt_sources_is_refused() -> None:
+    acts, tokens = _data()
+    collator = StreamingCollator(SETTINGS, n_units=U, n_positions=T, excerpt_tokens=T, vocab_size=VOCAB)
+    collator.update(acts[:8], tokens[:8], torch.arange(8), _sources(torch.arange(8)))
+    stale = {k: v for k, v in collator.state_dict().items() if k not in {"top_sources", "pool_ids", "pool_sources"}}
+    fresh = StreamingCollator(SETTINGS, n_units=U, n_positions=T, excerpt_tokens=T, vocab_size=VOCAB)
+    with pytest.raises(DataError, match="has no 'top_sources': another version of neuroscribe wrote it; delete it"):
+        fresh.load_state_dict(stale)
+
+
+def test_a_units_samples_do_not_depend_on_the_other_units(data: tuple[torch.Tensor, torch.Tensor],
+                                                          result: CollationResult) -> None:
+    acts, tokens = data
+    alone = StreamingCollator(SETTINGS, n_units=1, n_positions=T, excerpt_tokens=T, vocab_size=VOCAB, unit_ids=[3])
+    alone.update(acts[:, :, 3:4], tokens, torch.arange(N_EXCERPTS), _sources(torch.arange(N_EXCERPTS)))
+    out = alone.finalize()
+    assert torch.equal(out.random_rows[:, 0], result.random_rows[:, 3])
+    assert torch.equal(out.quantile_chosen[:, :, 0], result.quantile_chosen[:, :, 3])
 
 
 def test_fast_record_json_equals_the_serializer(result: CollationResult) -> None:
@@ -201,3 +281,6 @@ def test_fast_record_json_equals_the_serializer(result: CollationResult) -> None
     builder = RecordBuilder(result, lambda ids: [f" t{i}" for i in ids], UnitKind.MLP_NEURON)
     record = builder.record(2, NeuronId(layer_index=1, neuron_index=2))
     assert record_json(record) == dumps(record)
+    sources = builder.sources(2)
+    assert record_json(sources) == dumps(sources)
+    assert len(sources.random_sample) == len(record.random_sample) == SETTINGS.n_random

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from neuroscribe.datasets import load_neuron_record, load_token_lookup, load_weight_summary
 from neuroscribe.datasets.collect import STATE_FILE, CollectConfig, collect
+from neuroscribe.datasets.collect.corpora import open_corpus
 from neuroscribe.errors import ConfigError
 from neuroscribe.records import NeuronRecord, TokenPairRecord, UnitKind
 from neuroscribe.results import TokenLookupTableSummaryOfNeuron, WeightBasedSummaryOfNeuron
@@ -72,12 +74,58 @@ def test_records_hold_the_true_mlp_activations(architecture: str, tiny_models: d
         by_weight = load_json_file(out / "related-tokens/weight-based" / str(layer) / "5.json",
                                    WeightBasedSummaryOfNeuron)
         assert len(by_weight.input_positive.tokens) == 20
-        assert load_neuron_record(f"{out}:{layer}/5") == record  # the dataset loader reads what we wrote
+        loaded = load_neuron_record(f"{out}:{layer}/5")  # the dataset loader reads what we wrote, with sources
+        assert loaded.excerpt_sources is not None and dataclasses.replace(loaded, excerpt_sources=None) == record
         assert load_token_lookup(f"{out}:{layer}/5") == table
         assert load_weight_summary(f"{out}:{layer}/5") == by_weight
         linked = json.loads((out / "related-neurons/weight-based" / str(layer) / "5.json").read_text())
         assert linked["dataclass_name"] == "WeightBasedConnectionsOfNeuron" and len(linked["upstream_positive"]) == (
             20 if layer else 0)
+
+
+def test_excerpt_sources_name_each_excerpts_document_and_keep_samples_apart(
+        tiny_models: dict[str, Path], text_corpus: Path, tmp_path: Path) -> None:
+    """Every excerpt is the window its source names; no unit's random or quantile excerpt shares a document
+    with one of its top excerpts; units draw different samples; the published file stays as published."""
+    path = tiny_models["llama"]
+    out = collect(_config(path, text_corpus, tmp_path / "ds", layers=(1,), indices=(0, 3, 9, 20), quantile_pool=40))
+    manifest = json.loads((out / "dataset.json").read_text())
+    assert manifest["format_version"] == 2 and manifest["has_excerpt_sources"] is True
+    assert manifest["units_with_short_samples"] == {"random_sample": 0, "random_sample_by_quantile": 0}
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    documents = [tokenizer(text, add_special_tokens=False)["input_ids"]
+                 for text in open_corpus(str(text_corpus), seed=0).documents()]
+    samples = []
+    for index in (0, 3, 9, 20):
+        record = load_neuron_record(f"{out}:1/{index}")
+        sources = record.excerpt_sources
+        assert sources is not None and sources.random_sample_by_quantile is not None
+        assert record.random_sample_by_quantile is not None
+        pairs = [(record.most_positive_activation_records, sources.most_positive_activation_records),
+                 (record.random_sample, sources.random_sample),
+                 *zip(record.random_sample_by_quantile, sources.random_sample_by_quantile, strict=True)]
+        for excerpts, where in pairs:
+            for excerpt, (document, offset) in zip(excerpts, where, strict=True):
+                assert "".join(excerpt.tokens) == tokenizer.decode(documents[document][offset:offset + 16])
+        top_documents = {document for document, _ in sources.most_positive_activation_records}
+        held_out = [*sources.random_sample, *(s for bucket in sources.random_sample_by_quantile for s in bucket)]
+        assert len(sources.random_sample) == 5 and top_documents.isdisjoint(d for d, _ in held_out)
+        samples.append(tuple(sources.random_sample))
+        published = json.loads((out / f"collated-activations/1/{index}.json").read_text())
+        assert "excerpt_sources" not in published and load_json_file(
+            out / f"collated-activations/1/{index}.json", NeuronRecord).excerpt_sources is None
+    assert len(set(samples)) == 4
+
+
+def test_a_checkpoint_of_another_format_is_refused(tiny_models: dict[str, Path], text_corpus: Path,
+                                                    tmp_path: Path) -> None:
+    config = _config(tiny_models["llama"], text_corpus, tmp_path / "old", indices=(0,))
+    config.out_dir.mkdir()
+    torch.save({"fingerprint": config.fingerprint(), "collators": [{}, {}], "finished": False},
+               config.out_dir / STATE_FILE)  # a checkpoint from before excerpt sources
+    with pytest.raises(ConfigError, match=r"another version of neuroscribe \(checkpoint format 1, this one reads 2\); "
+                                          r"delete it to restart"):
+        collect(config)
 
 
 def test_gpt2_attention_heads(tiny_models: dict[str, Path], text_corpus: Path, tmp_path: Path) -> None:

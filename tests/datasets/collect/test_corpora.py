@@ -24,6 +24,8 @@ def test_windows_drop_tails_and_number_excerpts() -> None:
     windows = np.concatenate([b.token_ids for b in batches])
     assert ids.tolist() == list(range(6)) and [len(b.excerpt_ids) for b in batches] == [4, 2]
     assert "".join(map(chr, windows[1])) == "efgh" and "".join(map(chr, windows[2])) == "0123"
+    sources = np.concatenate([b.sources for b in batches]).tolist()  # "xyz" is document 1, with no window
+    assert sources == [[0, 0], [0, 4], [2, 0], [2, 4], [2, 8], [2, 12]]
 
 
 def test_skip_and_max_excerpts() -> None:
@@ -34,6 +36,8 @@ def test_skip_and_max_excerpts() -> None:
     ids = np.concatenate([b.excerpt_ids for b in kept]).tolist()
     assert ids == list(range(5, 13))
     assert chr(kept[-1].token_ids[-1][0]) == "b"  # excerpt 12 is the third window of the second document
+    assert kept[-1].sources[-1].tolist() == [1, 8]  # the same source as without skipping
+    assert kept[0].sources[0].tolist() == [0, 20]
 
 
 def test_text_folder_is_shuffled_by_seed(tmp_path: Path) -> None:

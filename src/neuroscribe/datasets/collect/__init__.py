@@ -7,6 +7,7 @@ excerpts so a killed run resumes where it stopped, and writes a local dataset di
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -18,19 +19,21 @@ from typing import TYPE_CHECKING
 
 from neuroscribe.errors import ConfigError, DataError
 from neuroscribe.records import UnitKind
+from neuroscribe.serialization import atomic_write_bytes
 
 from .config import CollectConfig
 
 if TYPE_CHECKING:
-    import torch
-
     from .collation import CollationResult, StreamingCollator
+    from .corpora import ExcerptBatch
     from .subject import Probe, SubjectModel
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = ".collect-state.pt"
 """Checkpoint of an unfinished collection inside the output directory; removed when it completes."""
+STATE_VERSION = 2
+"""Format of the checkpoint (2: excerpt sources and per-unit samples); another one is refused, never misread."""
 
 __all__ = ["CollectConfig", "collate_batch", "collect"]
 
@@ -49,10 +52,14 @@ class _Plan:
 
 
 def collate_batch(subject: SubjectModel, probes: Sequence[Probe], collators: Sequence[StreamingCollator],
-                  token_ids: torch.Tensor, excerpt_ids: torch.Tensor, stop_layer: int) -> None:
+                  batch: ExcerptBatch, stop_layer: int) -> None:
     """One forward pass, each probe's values folded into its own collator as soon as its layer has run."""
+    import torch
+
+    token_ids, excerpt_ids = torch.from_numpy(batch.token_ids), torch.from_numpy(batch.excerpt_ids)
+    sources = torch.from_numpy(batch.sources)
     subject.stream(token_ids, probes, stop_layer,
-                   lambda number, values: collators[number].update(values, token_ids, excerpt_ids))
+                   lambda number, values: collators[number].update(values, token_ids, excerpt_ids, sources))
 
 
 def _probe(config: CollectConfig, subject: SubjectModel, layer: int) -> tuple[Probe, int]:
@@ -97,12 +104,30 @@ def _package_version() -> str:
         return "unknown"
 
 
+def _short_samples(config: CollectConfig, results: list[CollationResult]) -> dict[str, int]:
+    """How many units' samples came out short because the pool held too few excerpts from documents
+    other than those of the unit's top excerpts (never filled with such excerpts)."""
+    random_short = quantile_short = 0
+    for result in results:
+        n_pool = result.pool_activations.shape[0]
+        random_short += int(((result.random_rows >= 0).sum(dim=0) < min(config.n_random, n_pool)).sum())
+        filled = result.quantile_chosen.sum(dim=1)  # [Q, U]
+        quantile_short += int((filled < config.n_per_quantile).any(dim=0).sum())
+    return {"random_sample": random_short, "random_sample_by_quantile": quantile_short}
+
+
 def _manifest(config: CollectConfig, plan: _Plan, corpus: str, results: list[CollationResult],
               seconds: float) -> dict[str, object]:
     indices = {probe.layer: unit_indices for probe, unit_indices in zip(plan.probes, plan.indices, strict=True)}
+    short = _short_samples(config, results)
+    if any(short.values()):
+        logger.warning("%d units have a random sample shorter than %d, %d a quantile bin with fewer than %d "
+                       "excerpts: the pool of %d excerpts holds too few from documents other than those of their top "
+                       "excerpts; raise quantile_pool or max_tokens", short["random_sample"], config.n_random,
+                       short["random_sample_by_quantile"], config.n_per_quantile, config.quantile_pool)
     return {
         "format": "neuroscribe-local-dataset",
-        "format_version": 1,
+        "format_version": 2,
         "subject_model": config.model,
         "unit_kind": config.unit_kind.value,
         "layers": sorted(indices),
@@ -116,6 +141,8 @@ def _manifest(config: CollectConfig, plan: _Plan, corpus: str, results: list[Col
         # none for heads, or no token seen often enough
         "has_token_lookup": any(result.lookup_token_ids is not None for result in results),
         "has_weight_summaries": config.weight_summaries,
+        "has_excerpt_sources": True,
+        "units_with_short_samples": short,
         "config": config.to_json_obj(),
         "config_fingerprint": config.fingerprint(),
         "neuroscribe_version": _package_version(),
@@ -129,7 +156,7 @@ def collect(config: CollectConfig) -> Path:
     import torch
     from tqdm import tqdm
 
-    from .collation import CollationSettings, StreamingCollator
+    from .collation import CollationSettings, StreamingCollator, unit_id
     from .corpora import excerpts, open_corpus
     from .subject import SubjectModel
     from .writer import MANIFEST, RecordBuilder, write_file, write_unit
@@ -154,8 +181,9 @@ def collect(config: CollectConfig) -> Path:
         lookup_tokens=config.lookup_tokens, lookup_min_count=config.lookup_min_count, seed=config.seed,
     )  # fmt: skip
     collators = [StreamingCollator(settings, n_units=len(indices), n_positions=plan.n_positions,
-                                   excerpt_tokens=config.excerpt_tokens, vocab_size=subject.vocab_size)
-                 for indices in plan.indices]
+                                   excerpt_tokens=config.excerpt_tokens, vocab_size=subject.vocab_size,
+                                   unit_ids=[unit_id(probe.layer, index) for index in indices])
+                 for probe, indices in zip(plan.probes, plan.indices, strict=True)]
     state_path = out / STATE_FILE
     finished = False
     if state_path.is_file():
@@ -163,18 +191,21 @@ def collect(config: CollectConfig) -> Path:
         if state.get("fingerprint") != config.fingerprint():
             raise ConfigError(f"{state_path} belongs to a collection with different settings; delete it to restart "
                               "or use the settings it was started with")
-        if len(state.get("collators", ())) != len(collators):
-            raise ConfigError(f"{state_path} was written by another version of neuroscribe; delete it to restart")
+        if state.get("version") != STATE_VERSION or len(state.get("collators", ())) != len(collators):
+            raise ConfigError(f"{state_path} was written by another version of neuroscribe (checkpoint format "
+                              f"{state.get('version', 1)}, this one reads {STATE_VERSION}); delete it to restart")
         for collator, collator_state in zip(collators, state["collators"], strict=True):
             collator.load_state_dict(collator_state)
         finished = bool(state["finished"])
         logger.info("resuming %s after %d excerpts", out, collators[0].n_excerpts)
 
     def save(done: bool) -> None:
-        partial = state_path.with_name(state_path.name + ".partial")
-        torch.save({"fingerprint": config.fingerprint(), "collators": [c.state_dict() for c in collators],
-                    "finished": done}, partial)
-        partial.replace(state_path)
+        """Atomic, and through ordinary file writes: a full disk is an OSError naming the file, never a
+        half-written state (torch's own writer reports a full disk as a bare RuntimeError)."""
+        buffer = io.BytesIO()
+        torch.save({"version": STATE_VERSION, "fingerprint": config.fingerprint(),
+                    "collators": [c.state_dict() for c in collators], "finished": done}, buffer)
+        atomic_write_bytes(state_path, buffer.getvalue(), temp_prefix=".partial-")
 
     corpus = open_corpus(config.corpus, text_field=config.text_field, split=config.split,
                          shuffle=config.shuffle_documents, seed=config.seed)
@@ -192,8 +223,7 @@ def collect(config: CollectConfig) -> Path:
             for batch in excerpts(corpus.documents(), tokenize, excerpt_tokens=config.excerpt_tokens,
                                   batch_size=config.batch_size, max_excerpts=config.max_excerpts,
                                   skip=collators[0].n_excerpts):
-                collate_batch(subject, probes, collators, torch.from_numpy(batch.token_ids),
-                              torch.from_numpy(batch.excerpt_ids), stop_layer)
+                collate_batch(subject, probes, collators, batch, stop_layer)
                 bar.update(batch.token_ids.size)
                 since_save += len(batch.excerpt_ids)
                 if since_save >= config.checkpoint_every:

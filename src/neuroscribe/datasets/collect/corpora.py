@@ -1,7 +1,9 @@
 """Text corpora for collection: local files, JSONL, Hugging Face datasets and the embedded BBC News set.
 
 A corpus is an iterable of documents (strings). `excerpts()` turns documents into fixed-length token
-windows with stable excerpt numbers, so a resumed run can skip exactly what it has already seen.
+windows with stable excerpt numbers, so a resumed run can skip exactly what it has already seen, and
+says where each window came from (document number and token offset), so that explanation and scoring
+excerpts can be kept in different documents.
 """
 
 from __future__ import annotations
@@ -196,6 +198,7 @@ def open_corpus(spec: str, *, text_field: str = "text", split: str = "train", sh
 class ExcerptBatch:
     token_ids: np.ndarray  # [B, T] int64
     excerpt_ids: np.ndarray  # [B] int64, consecutive from the corpus start
+    sources: np.ndarray  # [B, 2] int64: (document number in reading order from 0, offset of the first token)
 
 
 def excerpts(documents: Iterator[str], tokenize: Callable[[list[str]], list[list[int]]], *, excerpt_tokens: int,
@@ -203,10 +206,14 @@ def excerpts(documents: Iterator[str], tokenize: Callable[[list[str]], list[list
              documents_per_call: int = 64) -> Iterator[ExcerptBatch]:
     """Consecutive fixed-length windows of each document (tails dropped), numbered and batched.
 
+    Documents are numbered in reading order (those too short for a window included), so a window's
+    source (document, token offset) is the same in every run that reads the corpus in the same order.
     `skip` excerpts are tokenized but not yielded (resume). Memory holds one chunk of documents.
     """
     pending: list[np.ndarray] = []
+    pending_sources: list[tuple[int, int]] = []
     next_id = 0
+    document = 0
     done = False
 
     def chunks() -> Iterator[list[str]]:
@@ -225,21 +232,24 @@ def excerpts(documents: Iterator[str], tokenize: Callable[[list[str]], list[list
             if max_excerpts is not None:
                 n = min(n, max_excerpts - next_id)
             windows = np.asarray(ids[: n * excerpt_tokens], dtype=np.int64).reshape(n, excerpt_tokens)
-            for window in windows:
+            for number, window in enumerate(windows):
                 if next_id >= skip:
                     pending.append(window)
+                    pending_sources.append((document, number * excerpt_tokens))
                 next_id += 1
+            document += 1
             done = max_excerpts is not None and next_id >= max_excerpts
             while len(pending) >= batch_size:
-                yield _batch(pending[:batch_size], next_id - len(pending))
-                pending = pending[batch_size:]
+                yield _batch(pending[:batch_size], pending_sources[:batch_size], next_id - len(pending))
+                pending, pending_sources = pending[batch_size:], pending_sources[batch_size:]
             if done:
                 break
         if done:
             break
     if pending:
-        yield _batch(pending, next_id - len(pending))
+        yield _batch(pending, pending_sources, next_id - len(pending))
 
 
-def _batch(windows: list[np.ndarray], first_id: int) -> ExcerptBatch:
-    return ExcerptBatch(np.stack(windows), np.arange(first_id, first_id + len(windows), dtype=np.int64))
+def _batch(windows: list[np.ndarray], sources: list[tuple[int, int]], first_id: int) -> ExcerptBatch:
+    return ExcerptBatch(np.stack(windows), np.arange(first_id, first_id + len(windows), dtype=np.int64),
+                        np.asarray(sources, dtype=np.int64).reshape(len(windows), 2))

@@ -3,7 +3,8 @@
 Layout (read by `neuroscribe.datasets`):
 
     DIR/dataset.json                                          manifest (written last: marks completion)
-    DIR/collated-activations/{layer}/{index}.json             NeuronRecord
+    DIR/collated-activations/{layer}/{index}.json             NeuronRecord (the published format, as published)
+    DIR/excerpt-sources/{layer}/{index}.json                  ExcerptSources: each excerpt's document and offset
     DIR/related-tokens/activation-based/{layer}/{index}.json  TokenLookupTableSummaryOfNeuron
     DIR/related-tokens/weight-based/{layer}/{index}.json      WeightBasedSummaryOfNeuron (optional)
 """
@@ -18,7 +19,15 @@ from pathlib import Path
 
 import torch
 
-from neuroscribe.records import ActivationRecord, NeuronId, NeuronRecord, TokenPairRecord, UnitKind
+from neuroscribe.records import (
+    ActivationRecord,
+    ExcerptSource,
+    ExcerptSources,
+    NeuronId,
+    NeuronRecord,
+    TokenPairRecord,
+    UnitKind,
+)
 from neuroscribe.results import TokenLookupTableSummaryOfNeuron
 from neuroscribe.serialization import OMITTED_WHEN_NONE, TAG, atomic_write_text, dumps
 
@@ -26,6 +35,7 @@ from .collation import CollationResult
 
 MANIFEST = "dataset.json"
 RECORDS_DIR = "collated-activations"
+SOURCES_DIR = "excerpt-sources"
 LOOKUP_DIR = "related-tokens/activation-based"
 WEIGHT_DIR = "related-tokens/weight-based"
 DECIMALS = 4
@@ -66,24 +76,43 @@ class RecordBuilder:
             for a, t in zip(activations, tokens.tolist(), strict=True)
         ]
 
+    def _random_rows(self, column: int) -> torch.Tensor:
+        rows = self.result.random_rows[:, column]
+        return rows[rows >= 0]
+
+    def _quantile_rows(self, column: int) -> list[torch.Tensor]:
+        return [chosen.nonzero().squeeze(1) for chosen in self.result.quantile_chosen[:, :, column]]
+
     def record(self, column: int, neuron_id: NeuronId) -> NeuronRecord:
+        """The unit's record in the published format (no excerpt sources: those go beside it)."""
         r = self.result
         pool_acts = r.pool_activations[:, :, column]
-        by_quantile = []
-        for chosen in r.quantile_chosen[:, :, column]:
-            rows = chosen.nonzero().squeeze(1)
-            by_quantile.append(self._records(pool_acts[rows], r.pool_tokens[rows]))
+        by_quantile = [self._records(pool_acts[rows], r.pool_tokens[rows]) for rows in self._quantile_rows(column)]
+        random_rows = self._random_rows(column)
         boundaries: list[float | None] = [None, *_rounded(r.quantile_boundaries[:, column]), None]
         return NeuronRecord(
             neuron_id=neuron_id,
             most_positive_activation_records=self._records(r.top_activations[column], r.top_tokens[column]),
-            random_sample=self._records(r.random_activations[:, :, column], r.random_tokens),
+            random_sample=self._records(pool_acts[random_rows], r.pool_tokens[random_rows]),
             random_sample_by_quantile=by_quantile,
             quantile_boundaries=boundaries,
             mean=_optional(float(r.mean[column])),
             variance=_optional(float(r.variance[column])),
             skewness=_optional(float(r.skewness[column])),
             kurtosis=_optional(float(r.kurtosis[column])),
+        )
+
+    def sources(self, column: int) -> ExcerptSources:
+        """Where each excerpt of `record(column, ...)` came from, list for list."""
+        r = self.result
+
+        def listed(sources: torch.Tensor) -> list[ExcerptSource]:
+            return [(document, offset) for document, offset in sources.tolist()]
+
+        return ExcerptSources(
+            most_positive_activation_records=listed(r.top_sources[column]),
+            random_sample=listed(r.pool_sources[self._random_rows(column)]),
+            random_sample_by_quantile=[listed(r.pool_sources[rows]) for rows in self._quantile_rows(column)],
         )
 
     def lookup_table(self, column: int) -> TokenLookupTableSummaryOfNeuron | None:
@@ -114,13 +143,14 @@ def _tagged(obj: object) -> object:
     return obj
 
 
-def record_json(record: NeuronRecord) -> str:
+def record_json(record: NeuronRecord | ExcerptSources) -> str:
     return json.dumps(_tagged(record), ensure_ascii=False, allow_nan=False)
 
 
 def write_unit(root: Path, builder: RecordBuilder, column: int, layer: int, index: int) -> None:
     neuron_id = NeuronId(layer_index=layer, neuron_index=index)
     write_file(unit_path(root, RECORDS_DIR, layer, index), record_json(builder.record(column, neuron_id)))
+    write_file(unit_path(root, SOURCES_DIR, layer, index), record_json(builder.sources(column)))
     table = builder.lookup_table(column)
     if table is not None:
         write_file(unit_path(root, LOOKUP_DIR, layer, index), dumps(table))
