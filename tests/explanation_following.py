@@ -73,3 +73,12 @@ def unreadable_explanations(request: CompletionRequest) -> Completion:
     if request.distributions is not None:
         return _simulate(request)
     return Completion(choices=(Choice(text="unknown"),), usage=Usage(prompt_tokens=100, completion_tokens=1))
+
+
+def predicts_nothing(request: CompletionRequest) -> Completion:
+    """Explains as `follows_explanations`, but simulates 0 at every token (a constant prediction)."""
+    if request.distributions is None:
+        return follows_explanations(request)
+    slots = sum(s.read_distribution for s in request.distributions.segments)
+    return Completion(distributions=tuple(tuple(1.0 if c == "0" else 0.0 for c in request.distributions.candidates)
+                                          for _ in range(slots)))

@@ -86,3 +86,20 @@ def test_coverage_counts_planned_units_not_only_attempted_ones(word_dataset, tmp
     row = next(r for r in build_leaderboard([tmp_path / "run"]).rows
                if r.method_id == "token_activation_pair+all_at_once")
     assert row.n_planned == 2 and row.coverage <= 0.5 and row.below_coverage
+
+
+def test_an_undefined_score_carries_its_reason_into_outcomes_and_report(word_dataset, tmp_path):
+    from word_units import scripted_config
+
+    from neuroscribe.experiments import RunStore, config_from_dict, run_experiment
+
+    data = scripted_config(word_dataset)
+    data["backends"]["default"]["options"]["responder"] = "explanation_following:predicts_nothing"
+    run_experiment(config_from_dict(data), tmp_path / "run")
+    outcomes = RunStore(tmp_path / "run").outcomes("token_activation_pair+all_at_once")
+    for outcome in outcomes.values():
+        assert outcome.status == "ok" and outcome.scores["top_and_random"] is None
+        assert "constant" in outcome.undefined["ev_correlation"]["top_and_random"]
+    text = build_report([tmp_path / "run"]).to_text()
+    section = text[text.index("## Undefined scores"):text.index("## Model use")]
+    assert "token_activation_pair+all_at_once: 2 units" in section and "constant" in section

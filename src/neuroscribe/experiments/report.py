@@ -24,6 +24,7 @@ from neuroscribe.experiments.collection import (
     load_runs,
 )
 from neuroscribe.experiments.store import UnitUsage
+from neuroscribe.scorers import primary_variant
 from neuroscribe.scorers.simulation import CALIBRATION_SLOPE, UNCALIBRATED
 from neuroscribe.scoring import (
     Estimate,
@@ -68,6 +69,8 @@ class MethodReport:
     """Defined top-and-random scores by layer."""
     failures: Sequence[tuple[str, int]]
     """(stage: reason, count), most common first."""
+    undefined: Sequence[tuple[str, int]] = ()
+    """(why the headline score is undefined, count) over ok units, most common first."""
     usage: UnitUsage
     seconds: float
 
@@ -173,7 +176,8 @@ class Report:
     def to_text(self) -> str:
         names = ", ".join(str(m.get("name") or m.get("config", {}).get("name", "?")) for m in self.collection.manifests)
         lines = [f"# Report: {names}", "", f"Run directories: {', '.join(str(p) for p in self.collection.run_dirs)}",
-                 f"Models: {'; '.join(self.collection.models) or 'unknown'}", ""]
+                 f"Models: {'; '.join(self.collection.models) or 'unknown'}",
+                 f"Splits disjoint by: {'; '.join(self.collection.disjointness)}", ""]
         lines += [f"> {note}" for note in self.notes]
         lines += ["", "## Scores (each method's headline score, mean over units with a 95% bootstrap interval)", ""]
         lines.append("| method | score | top-and-random (or all) | random-only | top-only | >= 0.7 | "
@@ -209,6 +213,13 @@ class Report:
         for m in failed:
             lines.append(f"{m.method_id}: {m.n_failed} of {m.n_units} units")
             lines += [f"    {count} x {reason}" for reason, count in m.failures[:10]]
+        lines += ["", "## Undefined scores (headline score, primary variant: why it has no value)", ""]
+        undefined = [m for m in self.methods if m.undefined]
+        if not undefined:
+            lines.append("none")
+        for m in undefined:
+            lines.append(f"{m.method_id}: {sum(c for _, c in m.undefined)} units")
+            lines += [f"    {count} x {reason}" for reason, count in m.undefined[:10]]
         lines += ["", "## Model use", "", "| method | calls | cache hits | prompt tokens | completion tokens | cost | "
                   "time |", "|---|---|---|---|---|---|---|"]
         total = UnitUsage()
@@ -327,6 +338,17 @@ def _failure_reasons(method: MethodOutcomes) -> list[tuple[str, int]]:
     return reasons.most_common()
 
 
+def _undefined_reasons(method: MethodOutcomes) -> list[tuple[str, int]]:
+    reasons: Counter[str] = Counter()
+    for unit, value in method.scores().items():
+        outcome = method.outcomes[unit]
+        if value is None and outcome.status == "ok":
+            variants = outcome.named_scores.get(outcome.headline or "", {})
+            variant = primary_variant(variants) or ""
+            reasons[outcome.undefined.get(outcome.headline or "", {}).get(variant, "no reason recorded")] += 1
+    return reasons.most_common()
+
+
 def method_report(method: MethodOutcomes, seed: int = 0) -> MethodReport:
     scores = method.scores()
     headline = method.headline or CORRELATION
@@ -351,6 +373,7 @@ def method_report(method: MethodOutcomes, seed: int = 0) -> MethodReport:
                            for variant in variants} for name, variants in method.score_names().items()},
         per_layer=per_layer,
         failures=_failure_reasons(method),
+        undefined=_undefined_reasons(method),
         usage=method.usage,
         seconds=method.seconds,
     )

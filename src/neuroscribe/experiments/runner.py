@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from neuroscribe.errors import BackendError, ConfigError, DataError, NeuroscribeError, StageError
 from neuroscribe.experiments.config import ExperimentConfig, load_config
-from neuroscribe.experiments.evidence import EvidenceBuilder
+from neuroscribe.experiments.evidence import EvidenceBuilder, split_disjointness
 from neuroscribe.experiments.manifest import open_run, update_manifest
 from neuroscribe.experiments.plan import Plan, Shard, check_units_exist, make_plan, pending_units
 from neuroscribe.experiments.sources import ExplanationSource, SourceContext, Sourced, build_sources
@@ -244,7 +244,8 @@ class _Runner:
                               named_scores={name: dict(v) for name, v in output.scores.items()},
                               headline=output.headline, calibrated=output.calibrated,
                               usage=usage + _usage_of(tracker.totals), seconds=time.monotonic() - started,
-                              candidates=sourced.candidates, selection=sourced.selection)
+                              candidates=sourced.candidates, selection=sourced.selection,
+                              undefined={name: dict(v) for name, v in output.reasons.items()})
         self.commit(method_id, outcome, output.result, None)
 
     def commit(self, method_id: str, outcome: UnitOutcome, result: ResultRecord | None,
@@ -349,6 +350,7 @@ async def arun_experiment(config: ExperimentConfig, out_dir: str | Path, *, shar
     if config.records.collect is not None:
         dataset = await asyncio.to_thread(_collect_records, config, store)
         check_units_exist(config, dataset)
+    update_manifest(store, shard, disjointness=split_disjointness(config, dataset))
     units = shard.select(config.units.resolve(config.seed))
     methods = config.method_ids()
     todo: dict[UnitId, list[str]] = {}

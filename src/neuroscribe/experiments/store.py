@@ -110,6 +110,8 @@ class UnitOutcome:
     usage: UnitUsage = field(default_factory=UnitUsage)
     seconds: float = 0.0
     """Wall-clock time spent on the unit and method."""
+    undefined: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Why each undefined score of `named_scores` is undefined: score name -> variant -> reason."""
     candidates: tuple[Candidate, ...] = ()
     """Every candidate explanation of a best-of-n choice with its selection score (empty: no choice made)."""
     selection: Mapping[str, str] = field(default_factory=dict)
@@ -135,6 +137,7 @@ class UnitOutcome:
                 "cost_usd": self.usage.cost_usd,
             },
             "seconds": self.seconds,
+            **({"undefined": {name: dict(v) for name, v in self.undefined.items()}} if self.undefined else {}),
             **({"candidates": [c.to_json_obj() for c in self.candidates], "selection": dict(self.selection)}
                if self.candidates else {}),
         }
@@ -170,6 +173,8 @@ class UnitOutcome:
                     cost_usd=float(usage.get("cost_usd", 0.0)),
                 ),
                 seconds=float(data.get("seconds", 0.0)),
+                undefined={str(name): {str(k): str(v) for k, v in variants.items()}
+                           for name, variants in data.get("undefined", {}).items()},
                 candidates=tuple(Candidate.from_json_obj(c) for c in data.get("candidates", ())),
                 selection={str(k): str(v) for k, v in data.get("selection", {}).items()},
             )

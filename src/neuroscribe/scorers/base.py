@@ -19,9 +19,31 @@ from neuroscribe.results import (
     TokenLookupTableSummaryOfNeuron,
     WeightBasedSummaryOfNeuron,
 )
+from neuroscribe.scoring import Score
 
 ScoreTable = Mapping[str, Mapping[str, float | None]]
 """Score name -> variant -> value (None where the score is undefined, never a silent 0)."""
+ReasonTable = Mapping[str, Mapping[str, str]]
+"""Score name -> variant -> why that score is undefined (only for the undefined ones)."""
+
+
+MetricTable = Mapping[str, Mapping[str, Score | float | None]]
+"""What a scorer computes before it is written: metric results (`Score`s keep their reasons), numbers or None."""
+
+
+def split_scores(table: MetricTable) -> tuple[ScoreTable, ReasonTable]:
+    """A table of metric results (`Score`s, plain numbers, or None) as values, and the reasons of those
+    that are undefined, so an undefined score is never written without its why."""
+    values: dict[str, dict[str, float | None]] = {}
+    reasons: dict[str, dict[str, str]] = {}
+    for name, variants in table.items():
+        for variant, entry in variants.items():
+            value = entry.value if isinstance(entry, Score) else entry
+            values.setdefault(name, {})[variant] = value
+            if value is None:
+                why = entry.reason if isinstance(entry, Score) and entry.reason else "undefined"
+                reasons.setdefault(name, {})[variant] = why
+    return values, reasons
 
 PRIMARY_VARIANTS = ("top_and_random", "all")
 """The variants that summarize a score: the paper's top-and-random pooling, or 'all' for scorers whose
@@ -78,6 +100,8 @@ class ScorerOutput:
     """Written to the method's results file; holds the per-example predictions."""
     calibrated: bool = False
     """Whether predictions were mapped onto the unit's scale before scoring."""
+    reasons: ReasonTable = field(default_factory=dict)
+    """Why each undefined score in `scores` is undefined (e.g. 'constant prediction')."""
 
 
 @dataclass(frozen=True, kw_only=True)

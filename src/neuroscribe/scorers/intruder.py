@@ -24,9 +24,9 @@ from neuroscribe.llm.base import Backend, CallEstimate, Choice
 from neuroscribe.records import ActivationRecord, Evidence
 from neuroscribe.results import JudgedExample
 from neuroscribe.scorers import examples as draw
-from neuroscribe.scorers.base import ScorerInput, ScorerOutput, ScoreTable, ScoringShape
+from neuroscribe.scorers.base import MetricTable, ScorerInput, ScorerOutput, ScoringShape
 from neuroscribe.scorers.judging import ALL, JudgeOptions, JudgePrompt, ask_all, estimate, fit, numbered, output
-from neuroscribe.scoring import accuracy
+from neuroscribe.scoring import Score, accuracy
 
 HEADLINE = "intruder_accuracy"
 CHANCE = "chance"
@@ -158,11 +158,11 @@ class IntruderScorer:
                     for q, a in zip(questions, answers, strict=True)]
         judged = [e for e in examples if e.prediction is not None]
 
-        def accuracy_of(chosen: Sequence[JudgedExample]) -> float | None:
-            return accuracy([e.target or 0.0 for e in chosen], [e.prediction or 0.0 for e in chosen]).value
+        def accuracy_of(chosen: Sequence[JudgedExample]) -> Score:
+            return accuracy([e.target or 0.0 for e in chosen], [e.prediction or 0.0 for e in chosen])
 
         answered = [q for q, a in zip(questions, answers, strict=True) if a is not None]
-        scores: ScoreTable = {
+        scores: MetricTable = {
             HEADLINE: {ALL: accuracy_of(judged),
                        **{group: accuracy_of([e for e in judged if e.group == group])
                           for group in dict.fromkeys(q.group for q in questions)},

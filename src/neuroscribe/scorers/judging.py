@@ -36,7 +36,7 @@ from neuroscribe.llm.base import (
 )
 from neuroscribe.records import Evidence, NeuronId
 from neuroscribe.results import ExplanationScores, JudgedExample
-from neuroscribe.scorers.base import ScorerInput, ScorerOutput, ScoreTable, ScoringShape
+from neuroscribe.scorers.base import MetricTable, ScorerInput, ScorerOutput, ScoringShape, split_scores
 from neuroscribe.scorers.examples import (
     Example,
     QuantileOptions,
@@ -44,7 +44,7 @@ from neuroscribe.scorers.examples import (
     draw_non_activating,
     require_positive,
 )
-from neuroscribe.scoring import balanced_accuracy, precision, recall, roc_auc
+from neuroscribe.scoring import Score, balanced_accuracy, precision, recall, roc_auc
 from neuroscribe.simulator.prompts import explanation_line
 
 log = logging.getLogger(__name__)
@@ -264,14 +264,15 @@ def yes_no_output(prefix: str, inputs: ScorerInput, shown: Sequence[Shown],
     positive_groups = sorted({s.example.group for s, _ in judged if s.target})
     in_group = {group: [i for i, (s, _) in enumerate(judged) if s.example.group == group and s.target]
                 for group in positive_groups}
-    auc = (roc_auc(labels, [p for p in probabilities if p is not None]).value
-           if judged and all(p is not None for p in probabilities) else None)
-    scores: ScoreTable = {
-        f"{prefix}_balanced_accuracy": {ALL: balanced_accuracy(labels, answers).value},
+    auc = (roc_auc(labels, [p for p in probabilities if p is not None])
+           if judged and all(p is not None for p in probabilities)
+           else Score(None, "AUC needs P(yes) for every answer; the backend gave none for some"))
+    scores: MetricTable = {
+        f"{prefix}_balanced_accuracy": {ALL: balanced_accuracy(labels, answers)},
         f"{prefix}_auc": {ALL: auc},
-        f"{prefix}_precision": {ALL: precision(labels, answers).value},
-        f"{prefix}_recall": {ALL: recall(labels, answers).value,
-                             **{g: recall([labels[i] for i in rows], [answers[i] for i in rows]).value
+        f"{prefix}_precision": {ALL: precision(labels, answers)},
+        f"{prefix}_recall": {ALL: recall(labels, answers),
+                             **{g: recall([labels[i] for i in rows], [answers[i] for i in rows])
                                 for g, rows in in_group.items()}},
         f"{prefix}_unparsed": {ALL: float(len(shown) - len(judged))},
     }
@@ -282,10 +283,11 @@ def yes_no_output(prefix: str, inputs: ScorerInput, shown: Sequence[Shown],
     return output(prefix, inputs, scores, f"{prefix}_balanced_accuracy", examples)
 
 
-def output(scorer: str, inputs: ScorerInput, scores: ScoreTable, headline: str,
+def output(scorer: str, inputs: ScorerInput, scores: MetricTable, headline: str,
            examples: list[JudgedExample]) -> ScorerOutput:
-    table = {name: dict(variants) for name, variants in scores.items()}
-    return ScorerOutput(scores=table, headline=headline,
+    values, reasons = split_scores(scores)
+    table = {name: dict(variants) for name, variants in values.items()}
+    return ScorerOutput(scores=table, headline=headline, reasons=reasons,
                         result=ExplanationScores(neuron_id=NeuronId.from_unit(inputs.unit),
                                                  explanation=inputs.explanation, scorer=scorer, scores=table,
                                                  examples=examples))

@@ -18,8 +18,8 @@ from neuroscribe.llm.base import Backend, CallEstimate
 from neuroscribe.records import Evidence, NeuronId
 from neuroscribe.registry import registered_options
 from neuroscribe.results import NeuronSimulationResults, ScoredExplanation, SequenceSimulation
-from neuroscribe.scorers.base import ScorerInput, ScorerOutput, ScoringShape
-from neuroscribe.scoring import VARIANTS, SimulationPair, pair_with_records, pooled_scores, score_variants
+from neuroscribe.scorers.base import ScorerInput, ScorerOutput, ScoringShape, split_scores
+from neuroscribe.scoring import VARIANTS, Score, SimulationPair, pair_with_records, pooled_scores, score_variants
 from neuroscribe.simulator import SIMULATORS, calibrate, create_simulator
 from neuroscribe.simulator.calibration import CALIBRATION_METHODS, CalibratedSimulator, LinearMap
 
@@ -95,7 +95,7 @@ class SimulationScorer:
                                     "random_only": raw_random})
                 scores.update({f"{UNCALIBRATED}{name}": values for name, values in raw.items()})
                 if isinstance(fitted.value_map, LinearMap):
-                    scores[CALIBRATION_SLOPE] = {"all": fitted.value_map.slope}
+                    scores[CALIBRATION_SLOPE] = {"all": Score(fitted.value_map.slope)}
         except NeuroscribeError as error:
             raise StageError("score", error) from error
         result = NeuronSimulationResults(
@@ -103,14 +103,16 @@ class SimulationScorer:
             scored_explanations=[ScoredExplanation(explanation=inputs.explanation,
                                                    scored_simulation=variants["top_and_random"])],
         )
-        return ScorerOutput(scores=scores, headline=HEADLINE, result=result, calibrated=fitted is not None)
+        values, reasons = split_scores(scores)
+        return ScorerOutput(scores=values, headline=HEADLINE, result=result, calibrated=fitted is not None,
+                            reasons=reasons)
 
 
-def _score_table(pairs_by_variant: Mapping[str, Sequence[SimulationPair]]) -> dict[str, dict[str, float | None]]:
-    table: dict[str, dict[str, float | None]] = {}
+def _score_table(pairs_by_variant: Mapping[str, Sequence[SimulationPair]]) -> dict[str, dict[str, Score]]:
+    table: dict[str, dict[str, Score]] = {}
     for variant in VARIANTS:
         for metric, score in pooled_scores(pairs_by_variant[variant]).items():
-            table.setdefault(metric, {})[variant] = score.value
+            table.setdefault(metric, {})[variant] = score
     return table
 
 
