@@ -22,7 +22,7 @@ from neuroscribe import serialization
 from neuroscribe.cli import main
 from neuroscribe.errors import BackendError, ConfigError, DataError
 from neuroscribe.experiments import RunStore, build_leaderboard, build_report, run_experiment
-from neuroscribe.records import UnitId
+from neuroscribe.records import SliceParams, UnitId, split_records
 
 pytestmark = pytest.mark.slow
 
@@ -115,6 +115,30 @@ def test_uninterrupted_run_is_complete_and_reportable(reference):
     text = build_report([run_dir]).to_text()
     assert "SmolLM2-135M" in text and "2 / 2" in text
     assert build_leaderboard([run_dir]).rows[0].score.n == 2
+    assert manifest["disjointness"] == "documents" and "Splits disjoint by: documents" in text
+
+
+def test_no_document_of_a_units_top_excerpts_is_in_its_random_sample_or_two_splits(reference):
+    """On the collected dataset the run used: each unit's random sample is its own and avoids the documents of its
+    top excerpts, and the splits the run cut share no document."""
+    run_dir, _ = reference
+    samples = []
+    for unit in (UnitId(0, 0), UnitId(0, 1)):
+        record = RunStore(run_dir).read_record(unit)  # what the run split, sources kept beside the excerpts
+        assert record is not None and record.excerpt_sources is not None
+        sources = record.excerpt_sources
+        top_documents = {document for document, _ in sources.most_positive_activation_records}
+        assert top_documents.isdisjoint(document for document, _ in sources.random_sample)
+        samples.append(sources.random_sample)
+        listed = ((record.most_positive_activation_records, sources.most_positive_activation_records),
+                  (record.random_sample, sources.random_sample))
+        document_of = {id(excerpt): document for excerpts, known in listed
+                       for excerpt, (document, _) in zip(excerpts, known, strict=True)}
+        splits = split_records(record, SliceParams(n_examples_per_split=1))
+        documents = [{document_of[id(r)] for r in splits.train}] + [
+            {document_of[id(r)] for r in part.all} for part in (splits.calibration, splits.valid, splits.test)]
+        assert sum(map(len, documents)) == len(set().union(*documents)) and splits.n_dropped == 0
+    assert samples[0] != samples[1]
 
 
 def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_results(reference, collected_dataset, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from neuroscribe.errors import ConfigError, DataError
 from neuroscribe.experiments.config import config_from_dict
-from neuroscribe.experiments.evidence import token_lookup_table
+from neuroscribe.experiments.evidence import split_disjointness, token_lookup_table
 from neuroscribe.experiments.plan import Shard, make_plan
 from neuroscribe.experiments.sources import random_partners
 from neuroscribe.records import ActivationRecord, TokenPairRecord, UnitId
@@ -53,6 +53,24 @@ def test_dry_run_plan_counts_calls_and_cost(tmp_path):
     with_lookup = config_from_dict({**config.to_json_obj(), "backends": {"default": {"model": "embedded"}},
                                     "controls": {"token_lookup": True}})
     assert make_plan(with_lookup).model_calls == 3 + 3 + 3 * 3 * 10
+
+
+def test_the_manifest_says_how_splits_are_kept_apart(tmp_path):
+    def config(dataset, disjoint=False):
+        return config_from_dict({"name": "d", "units": {"refs": ["0/0"]},
+                                 "records": {"dataset": str(dataset), "disjoint": disjoint},
+                                 "backends": {"default": {"model": "embedded"}},
+                                 "explainers": [{"name": "token_activation_pair"}],
+                                 "simulators": [{"name": "all_at_once"}]})
+
+    collected, older = tmp_path / "collected", tmp_path / "older"
+    for directory, manifest in ((collected, '{"has_excerpt_sources": true}'), (older, "{}")):
+        directory.mkdir()
+        (directory / "dataset.json").write_text(manifest)
+    assert split_disjointness(config(collected), str(collected)) == "documents"
+    assert split_disjointness(config(collected, True), str(collected)) == "documents"
+    assert split_disjointness(config(older), str(older)) == "none (the dataset has no document ids)"
+    assert split_disjointness(config("gpt2-xl", True), "gpt2-xl") == "tokens (the dataset has no document ids)"
 
 
 def test_token_lookup_table_averages_per_token():

@@ -117,6 +117,11 @@ class RunCollection:
         )
 
     @property
+    def disjointness(self) -> list[str]:
+        """How each run kept explanation and scoring excerpts apart (run.json `disjointness`), distinct values."""
+        return list(dict.fromkeys(str(m.get("disjointness", "not recorded")) for m in self.manifests))
+
+    @property
     def models(self) -> list[str]:
         found: list[str] = []
         for manifest in self.manifests:

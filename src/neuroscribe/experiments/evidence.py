@@ -210,6 +210,17 @@ class EvidenceBuilder:
         return {other: cut(self.splits(record)) for other, record in zip(others, records, strict=True)}
 
 
+def split_disjointness(config: ExperimentConfig, dataset: str) -> str:
+    """How the run keeps explanation and scoring excerpts apart (run.json `disjointness`, the report's
+    'Splits disjoint by'): by document where the dataset kept excerpt sources (collected data), else by
+    tokens with `[records] disjoint`, else not at all (the paper's slicing of published data)."""
+    from neuroscribe.datasets import Artifact, get_dataset
+
+    if Artifact.EXCERPT_SOURCES in get_dataset(dataset).templates:
+        return "documents"
+    return f"{'tokens' if config.records.disjoint else 'none'} (the dataset has no document ids)"
+
+
 async def _at_records(work: Awaitable[T]) -> T:
     try:
         return await work
