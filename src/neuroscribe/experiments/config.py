@@ -101,7 +101,9 @@ class RecordsConfig:
     """Excerpts per split and source, as in the paper: the explainer sees this many top excerpts (train
     split); this many top plus this many random excerpts are scored (and used to calibrate)."""
     disjoint: bool = False
-    """Drop scoring and calibration excerpts whose tokens the explainer (or calibration) already saw."""
+    """For datasets without excerpt sources (published ones): drop scoring and calibration excerpts whose
+    tokens the explainer (or calibration) already saw. Collected datasets are always split by document,
+    whatever this says (run.json `disjointness` records which rule a run used)."""
     score_split: str = "valid"
     """Which split is scored: 'valid' (the paper's) or 'test' (held out for final numbers)."""
     collect: CollectSettings | None = None

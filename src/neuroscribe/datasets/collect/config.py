@@ -50,15 +50,17 @@ class CollectConfig:
     top_k: int = 50
     """Most-activating excerpts kept per unit (published datasets: 50)."""
     n_random: int = 50
-    """Uniformly sampled excerpts per unit (published: 50; the same excerpts for every unit)."""
+    """Uniformly sampled excerpts per unit (published: 50), each unit its own sample from the pool and none
+    from a document of the unit's top excerpts."""
     n_quantiles: int = 5
     """Bins of the excerpt-maximum distribution for the stratified random sample (published: 5)."""
     n_per_quantile: int = 20
     """Excerpts sampled per bin (published: 20)."""
     quantile_pool: int = 200
-    """Size of the uniform pool from which quantile boundaries are estimated and stratified samples
-    drawn; at least n_quantiles * n_per_quantile, larger estimates the boundaries better (memory:
-    pool x excerpt_tokens x units floats)."""
+    """Size of the uniform pool from which quantile boundaries are estimated and every unit's random and
+    stratified samples drawn; at least n_quantiles * n_per_quantile, larger estimates the boundaries
+    better and leaves more excerpts outside the documents of each unit's top excerpts (memory: pool x
+    excerpt_tokens x units floats)."""
     lookup_tokens: int = 50
     """Tokens in each unit's token look-up table (highest average activation); 0 disables it."""
     lookup_min_count: int = 2
