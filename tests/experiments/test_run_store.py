@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -76,9 +77,12 @@ def test_manifest_roundtrip_and_errors(tmp_path):
         store.results_path("../evil")
 
 
-def test_bad_outcome_line_names_file_and_line(tmp_path):
+def test_a_bad_outcome_line_is_skipped_naming_file_and_line(tmp_path, caplog):
     store = RunStore(tmp_path / "run")
     store.create()
-    store.outcomes_path("m+s").write_text('{"unit": {"layer": 1}, "status": "ok"}\n')
-    with pytest.raises(DataError, match=r"m\+s.jsonl, line 1: not a unit outcome"):
-        store.outcomes("m+s")
+    good = UnitOutcome(unit=UnitId(1, 2), status="failed", stage="explain", reason="x")
+    store.outcomes_path("m+s").write_text('{"unit": {"layer": 1}, "status": "ok"}\n{torn\n'
+                                          + json.dumps(good.to_json_obj()) + "\n")
+    with caplog.at_level("WARNING"):
+        assert store.outcomes("m+s") == {UnitId(1, 2): good}  # the damaged units count as not finished
+    assert "m+s.jsonl, line 1: not a unit outcome" in caplog.text and "m+s.jsonl, line 2" in caplog.text

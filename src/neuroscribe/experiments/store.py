@@ -273,10 +273,11 @@ class RunStore:
         latest: dict[UnitId, UnitOutcome] = {}
         for number, text in _complete_lines(path):
             try:
-                data = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {number}: not JSON ({error})") from None
-            outcome = UnitOutcome.from_json_obj(data, f"{path}, line {number}")
+                outcome = UnitOutcome.from_json_obj(json.loads(text), f"{path}, line {number}")
+            except (json.JSONDecodeError, DataError) as error:  # garbled: the unit is not committed, so redone
+                logger.warning("%s, line %d: not a unit outcome (%s); skipped, its unit counts as not finished",
+                               path, number, error)
+                continue
             latest[outcome.unit] = outcome
         return latest
 
