@@ -1,6 +1,9 @@
 """A small OpenAI-shaped HTTP server on 127.0.0.1 (stdlib, in a thread) for what a real server cannot
 be made to do on demand: answer 429 with Retry-After, fail with 500, stall past a timeout, lack an
 endpoint, or speak the OpenAI API's legacy `echo` logprobs format that llama.cpp does not implement.
+With `token_ids=True` it also speaks vLLM's token-id dialect (`/tokenize`, prompts as token ids,
+`prompt_logprobs` keyed by token id), and `fault` makes it answer that dialect wrongly in the ways a bad
+endpoint does (see `PromptLogprobsFault`).
 
 Scripted replies are consumed in order by POST requests; after they run out, every request gets the
 default answer for its path (after `delay_s`). The server records each request it received.
@@ -16,7 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 MODEL = "loopback-model"
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
@@ -24,6 +27,42 @@ def echo_top(position: int) -> dict[str, float]:
     """The echo format's top logprobs at prompt token `position`: they differ from position to position, so a
     reader that takes a neighbouring position's alternatives gets other numbers."""
     return {str(position % 10): math.log(0.5), str((position + 1) % 10): math.log(0.25), "x": math.log(0.125)}
+
+
+PromptLogprobsFault = Literal["few_alternatives", "ignored", "null_entries", "retokenized", "shifted"]
+"""few_alternatives: 3 alternatives whatever k is asked; ignored: no prompt_logprobs in the answer; null_entries:
+null beyond the first token (from position 3 on); retokenized: the ids are decoded to text (BOS dropped) and
+tokenized again with each tab joined to the word after it; shifted: each entry describes the next token."""
+BOS = "<s>"
+"""Token id 0, put before the text when /tokenize is asked for special tokens."""
+
+
+def prompt_logprobs_top(position: int, k: int) -> list[tuple[str, float]]:
+    """The alternatives at prompt token `position`, best first: the echo format's, then fillers up to k."""
+    known = sorted(echo_top(position).items(), key=lambda pair: -pair[1])
+    fillers = [(f"filler{j}", math.log(0.001 / (j + 1))) for j in range(max(0, k - len(known)))]
+    return (known + fillers)[:k]
+
+
+class Vocabulary:
+    """Token ids handed out in order of first sight (BOS is 0), shared by /tokenize and the completions."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {BOS: 0}
+        self._words: list[str] = [BOS]
+        self._lock = threading.Lock()
+
+    def encode(self, words: list[str]) -> list[int]:
+        with self._lock:
+            for word in words:
+                if word not in self._ids:
+                    self._ids[word] = len(self._words)
+                    self._words.append(word)
+            return [self._ids[w] for w in words]
+
+    def decode(self, ids: list[int]) -> list[str]:
+        with self._lock:
+            return [self._words[i] for i in ids]
 
 
 @dataclass
@@ -74,11 +113,56 @@ class _Server(ThreadingHTTPServer):
     """The stdlib's listen backlog of 5 resets connections when dozens of clients connect at once."""
 
 
+def prompt_logprobs_answer(
+    vocabulary: Vocabulary, body: dict[str, Any], fault: PromptLogprobsFault | None
+) -> dict[str, Any]:
+    """A vLLM-shaped completion of a token-id prompt with `prompt_logprobs` (one entry per prompt token, keyed by
+    token id, holding the prompt's token and the top k)."""
+    ids = [int(i) for i in body["prompt"]]
+    words = vocabulary.decode(ids)
+    if fault == "retokenized":
+        ids = vocabulary.encode(re.findall(r"\t\w+|\w+|\s|[^\w\s]", "".join(w for w in words if w != BOS)))
+        words = vocabulary.decode(ids)
+    if fault == "shifted":
+        ids, words = [*ids[1:], ids[0]], [*words[1:], words[0]]
+    k = 3 if fault == "few_alternatives" else int(body["prompt_logprobs"])
+    entries: list[dict[str, Any] | None] = [None]
+    for position in range(1, len(ids)):
+        if fault == "null_entries" and position >= 3:
+            entries.append(None)
+            continue
+        top = prompt_logprobs_top(position, k)
+        entry = {
+            str(token): {"logprob": logprob, "rank": rank, "decoded_token": word}
+            for rank, ((word, logprob), token) in enumerate(
+                zip(top, vocabulary.encode([w for w, _ in top]), strict=True), start=1
+            )
+        }
+        entry.setdefault(str(ids[position]), {"logprob": -9.0, "rank": 999, "decoded_token": words[position]})
+        entries.append(entry)
+    answer = default_answer("/v1/completions", {})
+    if fault != "ignored":
+        answer["choices"][0]["prompt_logprobs"] = entries
+    answer["usage"] = {"prompt_tokens": len(ids), "completion_tokens": 1, "total_tokens": len(ids) + 1}
+    return answer
+
+
 class LoopbackServer:
-    def __init__(self, *, delay_s: float = 0.0, missing_paths: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        delay_s: float = 0.0,
+        missing_paths: tuple[str, ...] = (),
+        token_ids: bool = False,
+        fault: PromptLogprobsFault | None = None,
+    ) -> None:
         self.delay_s = delay_s
         self.missing_paths = missing_paths
         """Paths that answer 404, like a chat-only server's /v1/completions."""
+        self.token_ids = token_ids
+        """Speak vLLM's token-id dialect: /tokenize, and prompt_logprobs for token-id prompts; else /tokenize is 404."""
+        self.fault = fault
+        self.vocabulary = Vocabulary()
         self.received: list[Received] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -107,12 +191,17 @@ class LoopbackServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 server._enter(self.path, body)
                 try:
-                    if self.path in server.missing_paths:
+                    if self.path in server.missing_paths or (self.path == "/tokenize" and not server.token_ids):
                         self._send(404, {"error": {"message": f"Not Found: {self.path}"}})
+                        return
+                    if self.path == "/tokenize":
+                        ids = server.vocabulary.encode(_tokens(str(body.get("prompt", ""))))
+                        ids = [0, *ids] if body.get("add_special_tokens", True) else ids
+                        self._send(200, {"count": len(ids), "max_model_len": 2048, "tokens": ids})
                         return
                     reply = server._next_reply()
                     time.sleep(reply.delay_s)
-                    self._send(reply.status, reply.body or default_answer(self.path, body), reply.headers)
+                    self._send(reply.status, reply.body or server._answer(self.path, body), reply.headers)
                 finally:
                     server._leave()
 
@@ -154,6 +243,11 @@ class LoopbackServer:
     def _leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+
+    def _answer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.token_ids and body.get("prompt_logprobs") is not None and isinstance(body.get("prompt"), list):
+            return prompt_logprobs_answer(self.vocabulary, body, self.fault)
+        return default_answer(path, body)
 
     def _next_reply(self) -> Reply:
         with self._lock:

@@ -163,6 +163,18 @@ async def test_openai_options_reach_the_server(loopback: LoopbackServer) -> None
     await client.aclose()
 
 
+def test_the_openai_api_reads_the_five_alternatives_it_allows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its completions endpoint returns at most 5 per token: that is the default there, said in the name (so in the
+    run's manifest), and more is refused when the backend is built, not on every simulation."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    legacy = OpenAIBackend(model="gpt-3.5-turbo-instruct", validate_model=False)
+    assert legacy.distribution_top_k == 5 and legacy.name == "openai:gpt-3.5-turbo-instruct[distribution_top_k=5]"
+    with pytest.raises(ConfigError, match=r"distribution_top_k = 6, but the OpenAI API returns at most 5"):
+        OpenAIBackend(model="gpt-3.5-turbo-instruct", distribution_top_k=6)
+    chat = OpenAIBackend(model="gpt-4o-mini", distribution_top_k=20)  # no prompt distributions there: no limit
+    assert chat.distribution_top_k == 20 and chat.name == "openai:gpt-4o-mini"
+
+
 async def test_a_scripted_backend_from_a_config_answers() -> None:
     client = create_backend(BackendSpec(type="scripted"), options={"responder": "scripted_responders:echo"})
     answer = await client.complete(CompletionRequest(prompt="hello"))

@@ -289,3 +289,79 @@ async def test_echo_offsets_that_do_not_line_up_are_refused(loopback: LoopbackSe
         BackendError, match=r"echoed token at character 2 is '\\t', not the start.*text_offset does not count"
     ):
         await backend.complete(request)
+
+
+# -- vLLM's token-id dialect on the loopback server (the real vLLM is in test_vllm.py) ---------------------------
+
+TOKEN_ID_SEGMENTS = (  # the server's ids: BOS, "a", "\t", "1" (position 3), "\n", "b", "\t", "unknown" (position 7)
+    PromptSegment(text="a\t"),
+    PromptSegment(text="1", read_distribution=True),
+    PromptSegment(text="\nb\t"),
+    PromptSegment(text="unknown", read_distribution=True),
+)
+TOKEN_ID_CANDIDATES = ("1", "2", "3", "6", "7", "10")
+TOKEN_ID_REQUEST = CompletionRequest(
+    distributions=DistributionRequest(segments=TOKEN_ID_SEGMENTS, candidates=TOKEN_ID_CANDIDATES)
+)
+
+
+async def test_prompt_logprobs_mode_reads_every_marked_position_by_token_id() -> None:
+    """Auto mode finds /tokenize and prompt_logprobs, sends the prompt as ids (BOS first) and reads each marked
+    position's alternatives by token id; the alternatives differ at every position, so an off-by-one fails."""
+    with LoopbackServer(token_ids=True) as server:
+        backend = OpenAIBackend(model=MODEL, base_url=server.base_url)
+        completion = await backend.complete(TOKEN_ID_REQUEST)
+        again = await backend.complete(TOKEN_ID_REQUEST)
+        posts = server.posts()
+    assert backend._prompt_logprobs == "prompt_logprobs"
+    assert completion.distributions == again.distributions == (
+        pytest.approx((math.exp(-9.0), 0.0, 0.5, 0.0, 0.0, 0.0)),  # position 3: "3" 0.5, "4" 0.25, the prompt's "1"
+        pytest.approx((0.0, 0.0, 0.0, 0.0, 0.5, 0.0)),  # position 7: "7" 0.5, "8" 0.25
+    )
+    completions = [p.body for p in posts if p.path.endswith("/completions")]
+    assert len(completions) == 2  # one pass per request; the tokenizations are remembered
+    assert completions[0]["prompt_logprobs"] == 20 and len(completions[0]["prompt"]) == 8
+    assert completions[0]["prompt"][0] == 0  # the server's BOS, as its /tokenize puts it before text
+    assert len([p for p in posts if p.path == "/tokenize"]) == len({*TOKEN_ID_CANDIDATES, "a\t", "1", "\nb\t",
+                                                                    "unknown", "x"}) + 1  # + "x" with specials
+    assert completion.usage.prompt_tokens == 8
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("few_alternatives", r"3 alternatives at prompt position 3 \(marked segment '1'\), 20 were asked for"),
+        ("null_entries", r"the entry at prompt position 3 is None; only the first token may have none\. "
+                         r"Expected the log-probability of token \d+ and its top 20 alternatives"),
+        ("retokenized", r"returned 5 entries for a prompt of 8 token ids; the server did not read the prompt as the "
+                        r"ids sent"),
+        ("shifted", r"the entry at prompt position 1 does not hold the prompt's token \d+ \(it holds .*\); the "
+                    r"server's tokenization differs from the prompt's"),
+        ("ignored", r"cannot do prompt_distributions \(.*ignored prompt_logprobs: its answer has no "
+                    r"choices\[0\]\.prompt_logprobs, expected one entry per prompt token \(8\)"),
+    ],
+)
+async def test_a_bad_prompt_logprobs_endpoint_is_an_error_naming_server_and_position(fault: str, message: str) -> None:
+    with LoopbackServer(token_ids=True, fault=fault) as server:  # type: ignore[arg-type]
+        backend = OpenAIBackend(model=MODEL, base_url=server.base_url, prompt_logprobs="prompt_logprobs")
+        with pytest.raises(BackendError, match=message) as raised:
+            await backend.complete(TOKEN_ID_REQUEST)
+    assert server.base_url in str(raised.value)
+
+
+async def test_auto_mode_falls_back_to_echo_when_prompt_logprobs_is_ignored() -> None:
+    with LoopbackServer(token_ids=True, fault="ignored") as server:
+        backend = OpenAIBackend(model=MODEL, base_url=server.base_url)
+        await backend.complete(TOKEN_ID_REQUEST)
+        await backend.complete(TOKEN_ID_REQUEST)
+        posts = [p.body for p in server.posts() if p.path.endswith("/completions")]
+    assert backend._prompt_logprobs == "echo"
+    assert [("prompt_logprobs" in body, bool(body.get("echo"))) for body in posts] == [
+        (True, False), (False, True), (False, True)  # probed once, then echo only
+    ]
+
+
+async def test_concurrent_first_requests_share_one_probe(loopback: LoopbackServer) -> None:
+    backend = OpenAIBackend(model=MODEL, base_url=loopback.base_url)  # no /tokenize: probes fall through to echo
+    await asyncio.gather(*(backend.complete(TOKEN_ID_REQUEST) for _ in range(4)))
+    assert len([p for p in loopback.posts() if p.path == "/tokenize"]) == 1
