@@ -28,13 +28,17 @@ UNCALIBRATED = "uncalibrated_"
 """Prefix of each score computed before calibration (written only when the scorer calibrates)."""
 CALIBRATION_SLOPE = "calibration_slope"
 """The fitted slope of linear calibration: negative means an anti-correlated explanation was flipped."""
+SCALE_FREE_METRICS = (HEADLINE,)
+"""The only scores of an ordinal-scale simulator's values before calibration (see
+`neuroscribe.simulator.RegisteredSimulator.ordinal_scale`): the scale-dependent ones are left out."""
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SimulationOptions:
     simulator: str = "all_at_once"
-    """Registry name of the simulator: 'all_at_once', 'one_at_a_time', 'json' or a plugin's."""
+    """Registry name of the simulator: 'all_at_once', 'one_at_a_time', 'json', 'generated_logprobs', 'lexical',
+    'embedding' or a plugin's."""
     simulator_options: Mapping[str, object] = field(default_factory=dict)
     """The simulator's own options (checked against its options dataclass)."""
     calibration: str = "none"
@@ -59,6 +63,7 @@ class SimulationScorer:
     def __init__(self, backend: Backend, options: SimulationOptions) -> None:
         self.options = options
         self.simulator = create_simulator(options.simulator, backend, options.simulator_options)
+        self.uncalibrated_metrics = SCALE_FREE_METRICS if SIMULATORS.get(options.simulator).ordinal_scale else None
 
     @classmethod
     def estimate(cls, options: Any, shape: ScoringShape) -> CallEstimate:
@@ -87,12 +92,12 @@ class SimulationScorer:
             random_pairs = pair_with_records(simulations[len(top):], rand)
             variants = score_variants(top_pairs, random_pairs)
             scores = _score_table({"top_and_random": [*top_pairs, *random_pairs], "top_only": top_pairs,
-                                   "random_only": random_pairs})
+                                   "random_only": random_pairs}, self.uncalibrated_metrics if fitted is None else None)
             if fitted is not None:  # the scores before calibration, and the fitted slope, beside the calibrated
                 raw_top = pair_with_records(uncalibrated[: len(top)], top)
                 raw_random = pair_with_records(uncalibrated[len(top):], rand)
                 raw = _score_table({"top_and_random": [*raw_top, *raw_random], "top_only": raw_top,
-                                    "random_only": raw_random})
+                                    "random_only": raw_random}, self.uncalibrated_metrics)
                 scores.update({f"{UNCALIBRATED}{name}": values for name, values in raw.items()})
                 if isinstance(fitted.value_map, LinearMap):
                     scores[CALIBRATION_SLOPE] = {"all": Score(fitted.value_map.slope)}
@@ -108,10 +113,11 @@ class SimulationScorer:
                             reasons=reasons)
 
 
-def _score_table(pairs_by_variant: Mapping[str, Sequence[SimulationPair]]) -> dict[str, dict[str, Score]]:
+def _score_table(pairs_by_variant: Mapping[str, Sequence[SimulationPair]],
+                 metrics: Sequence[str] | None = None) -> dict[str, dict[str, Score]]:
     table: dict[str, dict[str, Score]] = {}
     for variant in VARIANTS:
-        for metric, score in pooled_scores(pairs_by_variant[variant]).items():
+        for metric, score in pooled_scores(pairs_by_variant[variant], metrics).items():
             table.setdefault(metric, {})[variant] = score
     return table
 

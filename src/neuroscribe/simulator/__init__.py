@@ -1,32 +1,37 @@
 """Simulators: predict a unit's activation at every token of an excerpt from an explanation alone.
 
 `SIMULATORS` maps config names to simulator classes; `create_simulator` builds one with options
-validated against its options dataclass. `calibration.calibrate` maps predictions onto the true
-activation scale. A new simulator is one module plus a registry entry here. `TokenPairSimulator` predicts
-whether an attention head links a (query, key) pair instead; the `attention_simulation` scorer uses it.
+validated against its options dataclass. Most ask a model for values on the 0-10 scale; `lexical` and
+`embedding` ask none (a keyword match; a sentence-embedding model's similarity) and order tokens only.
+`calibration.calibrate` maps predictions onto the true activation scale. A new simulator is one module
+plus a registry entry here. `TokenPairSimulator` predicts whether an attention head links a (query, key)
+pair instead; the `attention_simulation` scorer uses it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from neuroscribe.llm.base import Backend
 from neuroscribe.registry import Registry, registered_options
 from neuroscribe.simulator.all_at_once import AllAtOnceSimulator
-from neuroscribe.simulator.base import Simulator
+from neuroscribe.simulator.base import RegisteredSimulator, Simulator
 from neuroscribe.simulator.calibration import CALIBRATION_METHODS, CalibratedSimulator, calibrate
+from neuroscribe.simulator.embedding import EmbeddingOptions, EmbeddingSimulator
 from neuroscribe.simulator.generated_logprobs import GeneratedLogprobsOptions, GeneratedLogprobsSimulator
 from neuroscribe.simulator.json_simulator import JsonSimulator, JsonSimulatorOptions
+from neuroscribe.simulator.lexical import LexicalOptions, LexicalSimulator
 from neuroscribe.simulator.one_at_a_time import OneAtATimeOptions, OneAtATimeSimulator
 from neuroscribe.simulator.prompts import PromptedSimulator, SimulatorOptions
 from neuroscribe.simulator.token_pair import TokenPairSimulator, TokenPairSimulatorOptions
 
-SIMULATORS: Registry[PromptedSimulator[Any]] = Registry("simulator")
+SIMULATORS: Registry[RegisteredSimulator] = Registry("simulator")
 SIMULATORS.register("all_at_once")(AllAtOnceSimulator)
 SIMULATORS.register("one_at_a_time")(OneAtATimeSimulator)
 SIMULATORS.register("json")(JsonSimulator)
 SIMULATORS.register("generated_logprobs")(GeneratedLogprobsSimulator)
+SIMULATORS.register("lexical")(LexicalSimulator)
+SIMULATORS.register("embedding")(EmbeddingSimulator)
 
 
 def create_simulator(name: str, backend: Backend, options: Mapping[str, object]) -> Simulator:
@@ -43,13 +48,18 @@ __all__ = [
     "SIMULATORS",
     "AllAtOnceSimulator",
     "CalibratedSimulator",
+    "EmbeddingOptions",
+    "EmbeddingSimulator",
     "GeneratedLogprobsOptions",
     "GeneratedLogprobsSimulator",
     "JsonSimulator",
     "JsonSimulatorOptions",
+    "LexicalOptions",
+    "LexicalSimulator",
     "OneAtATimeOptions",
     "OneAtATimeSimulator",
     "PromptedSimulator",
+    "RegisteredSimulator",
     "Simulator",
     "SimulatorOptions",
     "TokenPairSimulator",

@@ -84,6 +84,8 @@ class PromptedSimulator(ABC, Generic[Options]):
     """A simulator that asks one backend; `create_simulator` validates config against `options_type`."""
 
     options_type: ClassVar[type[Any]] = SimulatorOptions
+    ordinal_scale: ClassVar[bool] = False
+    """The model is asked for the activation on the paper's 0-10 scale (see `RegisteredSimulator`)."""
 
     def __init__(self, backend: Backend, options: Options) -> None:
         self.backend = backend
