@@ -9,9 +9,11 @@ Every simulated excerpt is logged by explanation, so a test can see which excerp
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import defaultdict
 
+from neuroscribe import formatting
 from neuroscribe.llm.base import Choice, Completion, CompletionRequest, Usage
 
 SIMULATED: defaultdict[str, list[tuple[str, ...]]] = defaultdict(list)
@@ -19,7 +21,7 @@ SIMULATED: defaultdict[str, list[tuple[str, ...]]] = defaultdict(list)
 EXPLAINER_SEEDS: list[int | None] = []
 """The sampling seed of every explainer request, in request order."""
 N_WRONG = 3
-_NAMED = re.compile(r"the word (\S+?)\.?(?:$|\s)")
+FUNCTION_WORDS = frozenset({"the", "words", "word", "and", "or", "also", "in", "of", "a", "an", "such", "as"})
 
 
 def _shown_values(prompt: str) -> list[tuple[str, int]]:
@@ -40,23 +42,29 @@ def _explain(prompt: str, request: CompletionRequest) -> Completion:
     return Completion(choices=tuple(Choice(text=f"the word {token}.") for token in named))
 
 
-def _simulate(request: CompletionRequest) -> Completion:
+def content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[\w-]+", text.lower()) if w not in FUNCTION_WORDS}
+
+
+def simulate_named_words(request: CompletionRequest) -> Completion:
+    """All at once: 10 on each token that is a content word of the explanation, 0 elsewhere."""
     assert request.distributions is not None
     segments = request.distributions.segments
     text = "".join(s.text for s in segments)
     explanation = text[text.rindex("Explanation: "):].split("\n", 1)[0]
-    named = set(_NAMED.findall(explanation))
+    named = content_words(explanation.removeprefix("Explanation: ").removeprefix(formatting.NEURON_LEAD_IN))
     tokens = tuple(segments[i - 1].text.rsplit("\n", 1)[-1].removesuffix("\t").strip()
                    for i, s in enumerate(segments) if s.read_distribution)
     SIMULATED[explanation].append(tokens)
     candidates = request.distributions.candidates
     return Completion(distributions=tuple(
-        tuple(1.0 if int(c) == (10 if token in named else 0) else 0.0 for c in candidates) for token in tokens))
+        tuple(1.0 if int(c) == (10 if token.lower() in named else 0) else 0.0 for c in candidates)
+        for token in tokens))
 
 
 def follows_explanations(request: CompletionRequest) -> Completion:
     if request.distributions is not None:
-        return _simulate(request)
+        return simulate_named_words(request)
     prompt = "\n".join(m.content for m in request.messages or ()) or request.prompt or ""
     return _explain(prompt, request)
 
@@ -71,7 +79,7 @@ def no_choices(request: CompletionRequest) -> Completion:
 def unreadable_explanations(request: CompletionRequest) -> Completion:
     """Simulates as `follows_explanations`, but every explanation answer is unparseable (100 prompt tokens)."""
     if request.distributions is not None:
-        return _simulate(request)
+        return simulate_named_words(request)
     return Completion(choices=(Choice(text="unknown"),), usage=Usage(prompt_tokens=100, completion_tokens=1))
 
 
@@ -82,3 +90,9 @@ def predicts_nothing(request: CompletionRequest) -> Completion:
     slots = sum(s.read_distribution for s in request.distributions.segments)
     return Completion(distributions=tuple(tuple(1.0 if c == "0" else 0.0 for c in request.distributions.candidates)
                                           for _ in range(slots)))
+
+
+async def slowly_follows_explanations(request: CompletionRequest) -> Completion:
+    """`follows_explanations`, 20 ms per request (so a run lasts long enough to be killed part-way)."""
+    await asyncio.sleep(0.02)
+    return follows_explanations(request)

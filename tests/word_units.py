@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from neuroscribe.records import ActivationRecord, NeuronId, NeuronRecord
@@ -22,8 +23,9 @@ def excerpt(number: int, word: str | None, peak: float) -> ActivationRecord:
     return ActivationRecord(tokens=tokens, activations=activations)
 
 
-def unit_record(index: int) -> NeuronRecord:
-    word = WORDS[index]
+def unit_record(index: int, word: str | None = None) -> NeuronRecord:
+    """Unit `index` firing on `word` (default: WORDS[index]) in every top excerpt and half the random ones."""
+    word = word or WORDS[index]
     top = [excerpt(100 * index + i, word, 9.0 - i / 4) for i in range(8)]
     random = [excerpt(100 * index + 50 + i, word if i % 2 else None, 1.0) for i in range(6)]
     return NeuronRecord(neuron_id=NeuronId(0, index), most_positive_activation_records=top, random_sample=random)
@@ -45,10 +47,35 @@ def scripted_config(dataset: Path, **records: object) -> dict[str, object]:
     }
 
 
-def write_word_dataset(root: Path) -> Path:
-    """A local dataset of the `WORDS` units (unit i fires on the word WORDS[i])."""
+def write_word_dataset(root: Path, words: Mapping[int, str] = WORDS) -> Path:
+    """A local dataset of the `words` units (unit i fires on the word words[i])."""
     (root / "collated-activations" / "0").mkdir(parents=True)
     (root / "dataset.json").write_text(json.dumps({"subject_model": "synthetic", "unit_kind": "mlp_neuron"}))
-    for index in WORDS:
-        (root / "collated-activations" / "0" / f"{index}.json").write_text(dumps(unit_record(index)))
+    for index, word in words.items():
+        (root / "collated-activations" / "0" / f"{index}.json").write_text(dumps(unit_record(index, word)))
     return root
+
+
+def write_word_config(path: Path, dataset: Path, responder: str, *, units: int = 2, extra: str = "") -> Path:
+    """A TOML config over the first `units` word units, every model call answered by the scripted `responder`
+    ('module:function'); `extra` is appended (more tables)."""
+    refs = ", ".join(f'"0/{i}"' for i in range(units))
+    path.write_text(f"""
+name = "words"
+[units]
+refs = [{refs}]
+[records]
+dataset = "{dataset}"
+n_per_split = 2
+[backends.default]
+type = "scripted"
+[backends.default.options]
+responder = "{responder}"
+[[explainers]]
+name = "token_activation_pair"
+options = {{ n_worked_examples = 0 }}
+[[simulators]]
+name = "all_at_once"
+options = {{ n_worked_examples = 0 }}
+{extra}""")
+    return path

@@ -21,23 +21,9 @@ def neuroscribe(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def word_config(path: Path, dataset: Path) -> Path:
-    path.write_text(f"""
-name = "words"
-[units]
-refs = ["0/0", "0/1"]
-[records]
-dataset = "{dataset}"
-n_per_split = 2
-[backends.default]
-type = "scripted"
-[backends.default.options]
-responder = "explanation_following:follows_explanations"
-[[explainers]]
-name = "token_activation_pair"
-[[simulators]]
-name = "all_at_once"
-""")
-    return path
+    from word_units import write_word_config
+
+    return write_word_config(path, dataset, "explanation_following:follows_explanations")
 
 
 def assert_clear(done: subprocess.CompletedProcess[str], *expected: str) -> None:

@@ -65,23 +65,9 @@ def test_a_valid_config_dry_runs_with_each_components_estimate(tmp_path: Path) -
 
 
 def run_words(tmp_path: Path, word_dataset: Path, *settings: str) -> subprocess.CompletedProcess[str]:
-    config = tmp_path / "empty.toml"
-    config.write_text(f"""
-name = "empty-answers"
-[units]
-refs = ["0/0", "0/1"]
-[records]
-dataset = "{word_dataset}"
-n_per_split = 2
-[backends.default]
-type = "scripted"
-[backends.default.options]
-responder = "explanation_following:no_choices"
-[[explainers]]
-name = "token_activation_pair"
-[[simulators]]
-name = "all_at_once"
-""")
+    from word_units import write_word_config
+
+    config = write_word_config(tmp_path / "empty.toml", word_dataset, "explanation_following:no_choices")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"),
                                                        os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "neuroscribe", "run", str(config), "--out", str(tmp_path / "run"),

@@ -89,9 +89,8 @@ def test_coverage_counts_planned_units_not_only_attempted_ones(word_dataset, tmp
 
 
 def test_an_undefined_score_carries_its_reason_into_outcomes_and_report(word_dataset, tmp_path):
-    from word_units import scripted_config
-
     from neuroscribe.experiments import RunStore, config_from_dict, run_experiment
+    from word_units import scripted_config
 
     data = scripted_config(word_dataset)
     data["backends"]["default"]["options"]["responder"] = "explanation_following:predicts_nothing"

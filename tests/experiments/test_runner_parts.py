@@ -110,10 +110,9 @@ def test_what_a_failed_explanation_cost_is_counted_once(word_dataset, tmp_path):
 def test_an_infinite_activation_the_explainer_would_see_fails_the_unit_with_where(tmp_path):
     import json
 
-    from word_units import scripted_config, unit_record
-
     from neuroscribe.experiments import RunStore, config_from_dict, run_experiment
     from neuroscribe.serialization import to_json_obj
+    from word_units import scripted_config, unit_record
 
     root = tmp_path / "words"
     (root / "collated-activations" / "0").mkdir(parents=True)

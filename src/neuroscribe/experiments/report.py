@@ -206,20 +206,11 @@ class Report:
                       for layer, scores in sorted(m.per_layer.items()) if scores]
             if not any(m.per_layer.values()):
                 lines.append("    (no scored units)")
-        lines += ["", "## Failures", ""]
-        failed = [m for m in self.methods if m.failures]
-        if not failed:
-            lines.append("none")
-        for m in failed:
-            lines.append(f"{m.method_id}: {m.n_failed} of {m.n_units} units")
-            lines += [f"    {count} x {reason}" for reason, count in m.failures[:10]]
-        lines += ["", "## Undefined scores (headline score, primary variant: why it has no value)", ""]
-        undefined = [m for m in self.methods if m.undefined]
-        if not undefined:
-            lines.append("none")
-        for m in undefined:
-            lines.append(f"{m.method_id}: {sum(c for _, c in m.undefined)} units")
-            lines += [f"    {count} x {reason}" for reason, count in m.undefined[:10]]
+        lines += _reason_section("Failures", [(m.method_id, f"{m.n_failed} of {m.n_units} units", m.failures)
+                                              for m in self.methods if m.failures])
+        lines += _reason_section("Undefined scores (headline score, primary variant: why it has no value)",
+                                 [(m.method_id, f"{sum(c for _, c in m.undefined)} units", m.undefined)
+                                  for m in self.methods if m.undefined])
         lines += ["", "## Model use", "", "| method | calls | cache hits | prompt tokens | completion tokens | cost | "
                   "time |", "|---|---|---|---|---|---|---|"]
         total = UnitUsage()
@@ -292,6 +283,17 @@ def _not_scored(m: MethodReport) -> str:
     if m.n_units > m.n_attempted:
         parts.append(f"{m.n_units - m.n_attempted} not attempted")
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def _reason_section(title: str, rows: Sequence[tuple[str, str, Sequence[tuple[str, int]]]]) -> list[str]:
+    """A section of (method, how many, its most common reasons) rows; 'none' when there are none."""
+    lines = ["", f"## {title}", ""]
+    if not rows:
+        lines.append("none")
+    for method_id, how_many, reasons in rows:
+        lines.append(f"{method_id}: {how_many}")
+        lines += [f"    {count} x {reason}" for reason, count in reasons[:10]]
+    return lines
 
 
 def _share(estimate: Estimate | None) -> str:
