@@ -32,6 +32,16 @@ def test_report_shows_means_coverage_histograms_failures_and_the_model(synthetic
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_method_not_above_its_control_under_the_same_scorer_is_said_plainly(synthetic_run):
+    run = synthetic_run("n", {"a+embedding": [0.1, 0.2, None], "random_explanation+embedding": [0.3, 0.2, 0.9],
+                              "a+all_at_once": [0.5, 0.5, 0.5], "random_explanation+all_at_once": [0.1, 0.1, 0.1]},
+                        controls=("random_explanation+embedding", "random_explanation+all_at_once"))
+    notes = [n for n in build_report([run]).notes if "does not score above" in n]
+    assert notes == ["a+embedding does not score above the control random_explanation+embedding on the 2 units both "
+                     "scored (mean 0.150 vs 0.250): on these units its scores do not tell its explanations from the "
+                     "control's."]
+
+
 def test_compare_published_reads_the_published_explanation_files(synthetic_run, tmp_path):
     mirror = tmp_path / "mirror"
     published = {0: 0.5, 1: 0.2, 2: 0.9}

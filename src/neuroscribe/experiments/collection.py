@@ -19,7 +19,9 @@ from neuroscribe.scorers import primary_variant
 EMBEDDED_MODEL_WARNING = (
     "These numbers were produced with the embedded model (SmolLM2-135M-Instruct). As a simulator it does not "
     "follow explanations (its predictions barely depend on them), so its scores are a plumbing check of the "
-    "pipeline, not a measurement of explanation quality."
+    "pipeline, not a measurement of explanation quality. Methods scored by the `embedding` or `lexical` simulator "
+    "ask no LLM and do follow explanations, weakly (on the paper's carousel neurons, mean r with the truth 0.24 "
+    "and 0.20, against 0.04 and 0.00 for a mismatched explanation; the paper's GPT-4 simulator 0.41)."
 )
 
 

@@ -384,6 +384,26 @@ def method_report(method: MethodOutcomes, seed: int = 0) -> MethodReport:
     )
 
 
+def _control_notes(methods: Sequence[MethodOutcomes]) -> list[str]:
+    """A plain sentence for each method whose mean headline score, on the units both scored, is not above
+    that of a control under the same scorer (the method id's part after the last '+')."""
+    notes = []
+    for method in (m for m in methods if not m.is_control):
+        ours = method.scores()
+        for control in (c for c in methods if c.is_control and c.method_id.rpartition("+")[2] ==
+                        method.method_id.rpartition("+")[2]):
+            theirs = control.scores()
+            pairs = [(v, w) for u, v in ours.items() if v is not None and (w := theirs.get(u)) is not None]
+            if not pairs:
+                continue
+            a, b = (float(x) for x in np.mean(pairs, axis=0))
+            if a <= b:
+                notes.append(f"{method.method_id} does not score above the control {control.method_id} on the "
+                             f"{len(pairs)} units both scored (mean {a:.3f} vs {b:.3f}): on these units its scores "
+                             "do not tell its explanations from the control's.")
+    return notes
+
+
 def _selection_note(method: MethodOutcomes) -> str | None:
     """How a best-of-n method chose its explanations, and what the choice gained on the selection split."""
     chosen = [o for o in method.outcomes.values() if o.status == "ok" and o.candidates]
@@ -450,6 +470,7 @@ def build_report(run_dirs: Sequence[str | Path], *, compare_with_published: bool
                          f"which turns an anti-correlated explanation into a correlated one; compare "
                          f"{UNCALIBRATED}{CORRELATION}.")
     notes += [note for method in collection.methods if (note := _selection_note(method))]
+    notes += _control_notes(collection.methods)
     comparisons = []
     if compare_with_published:
         comparisons = [compare_published(collection, m) for m in collection.methods if not m.is_control]
