@@ -53,13 +53,13 @@ def synthetic_run(tmp_path: Path) -> SyntheticRun:
 def collected_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two MLP neurons of the embedded model, collected on a slice of the embedded corpus (8-token excerpts).
 
-    Small on purpose: every end-to-end test explains and simulates these two units. 8,192 tokens span 20
+    Small on purpose: every end-to-end test explains and simulates these two units. 12,288 tokens span 27
     documents, so each unit's random sample can come from documents other than those of its top excerpts.
     """
     from neuroscribe.datasets.collect import CollectConfig, collect
 
     out = tmp_path_factory.mktemp("experiments") / "dataset"
-    return collect(CollectConfig(out_dir=out, layers=(0,), indices=(0, 1), excerpt_tokens=8, max_tokens=8192,
+    return collect(CollectConfig(out_dir=out, layers=(0,), indices=(0, 1), excerpt_tokens=8, max_tokens=12288,
                                  top_k=8, n_random=6, n_quantiles=2, n_per_quantile=2, quantile_pool=16,
                                  lookup_tokens=10, progress=False))
 
