@@ -213,15 +213,19 @@ def test_full_disk_stops_with_a_clear_message_and_keeps_finished_units(reference
 
 
 def test_missing_record_fails_that_unit_with_the_reason(reference, collected_dataset, tmp_path):
+    """A unit the dataset lists but whose record file is gone fails alone, at 'records' (a unit the dataset
+    does not list at all is refused before the run: tests/cli/test_run.py)."""
     cache = reference[0].parent / "cache"
     calibrated = '[[simulators]]\nname = "all_at_once"\nid = "linear"\ncalibration = "linear"'
-    bad = write_config(tmp_path / "missing.toml", collected_dataset, cache, refs=("0/0", "0/5"),
+    damaged = shutil.copytree(collected_dataset, tmp_path / "dataset")
+    (damaged / "collated-activations" / "0" / "1.json").unlink()
+    bad = write_config(tmp_path / "missing.toml", damaged, cache, refs=("0/0", "0/1"),
                        extra=f"[controls]\ntoken_lookup = true\n{calibrated}")
     summary = run_experiment(bad, tmp_path / "run", progress=False)
     assert summary.completed == 4 and summary.failed == 8
     lookup = RunStore(tmp_path / "run").outcomes("token_lookup+all_at_once")
     assert lookup[UnitId(0, 0)].status == "ok" and lookup[UnitId(0, 0)].explanation
-    assert lookup[UnitId(0, 5)].stage == "records"
+    assert lookup[UnitId(0, 1)].stage == "records"
     linear = RunStore(tmp_path / "run").outcomes("token_activation_pair+linear")[UnitId(0, 0)]
     assert linear.status == "ok" and linear.calibrated
     result = RunStore(tmp_path / "run").results("token_activation_pair+linear")[UnitId(0, 0)]
@@ -229,7 +233,7 @@ def test_missing_record_fails_that_unit_with_the_reason(reference, collected_dat
     assert simulation.activation_scale == "neuron_activations"
     outcomes = RunStore(tmp_path / "run").outcomes(METHODS[0])
     failed = [o for o in outcomes.values() if o.status == "failed"]
-    assert len(failed) == 1 and failed[0].stage == "records" and "5" in (failed[0].reason or "")
+    assert len(failed) == 1 and failed[0].stage == "records" and "1.json" in (failed[0].reason or "")
     control = RunStore(tmp_path / "run").outcomes(METHODS[1])
     assert all(o.status == "failed" for o in control.values())
     report = build_report([tmp_path / "run"]).to_text()
