@@ -72,6 +72,8 @@ class Reply:
     """None: the default answer for the path."""
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    raw: bytes | None = None
+    """Sent as the body instead of JSON (e.g. malformed JSON), with the JSON content type."""
 
 
 @dataclass
@@ -155,8 +157,13 @@ class LoopbackServer:
         missing_paths: tuple[str, ...] = (),
         token_ids: bool = False,
         fault: PromptLogprobsFault | None = None,
+        models_delay_s: float = 0.0,
     ) -> None:
         self.delay_s = delay_s
+        self.models_delay_s = models_delay_s
+        """Seconds GET /models takes (a slow server's readiness check)."""
+        self.models_raw: bytes | None = None
+        """Sent as the /models body instead of the listing (e.g. malformed JSON)."""
         self.missing_paths = missing_paths
         """Paths that answer 404, like a chat-only server's /v1/completions."""
         self.token_ids = token_ids
@@ -182,6 +189,10 @@ class LoopbackServer:
                 if self.path.rstrip("/").endswith("/models"):
                     with server._lock:
                         server.model_listings += 1
+                    time.sleep(server.models_delay_s)
+                    if server.models_raw is not None:
+                        self._send_bytes(200, server.models_raw)
+                        return
                     self._send(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -201,12 +212,17 @@ class LoopbackServer:
                         return
                     reply = server._next_reply()
                     time.sleep(reply.delay_s)
-                    self._send(reply.status, reply.body or server._answer(self.path, body), reply.headers)
+                    if reply.raw is not None:
+                        self._send_bytes(reply.status, reply.raw, reply.headers)
+                    else:
+                        self._send(reply.status, reply.body or server._answer(self.path, body), reply.headers)
                 finally:
                     server._leave()
 
             def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(payload).encode()
+                self._send_bytes(status, json.dumps(payload).encode(), headers)
+
+            def _send_bytes(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

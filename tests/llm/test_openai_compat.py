@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import socket
 import time
 
@@ -365,3 +366,26 @@ async def test_concurrent_first_requests_share_one_probe(loopback: LoopbackServe
     backend = OpenAIBackend(model=MODEL, base_url=loopback.base_url)  # no /tokenize: probes fall through to echo
     await asyncio.gather(*(backend.complete(TOKEN_ID_REQUEST) for _ in range(4)))
     assert len([p for p in loopback.posts() if p.path == "/tokenize"]) == 1
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/models"])
+async def test_a_body_that_is_not_json_is_a_backend_error_naming_the_server(path: str) -> None:
+    with LoopbackServer() as server:
+        backend = OpenAIBackend(model=MODEL, base_url=server.base_url)
+        if path == "/models":
+            server.models_raw = b'{"object": "list", "data": [{"id": '
+        else:
+            server.script(Reply(raw=b'{"choices": [{"message": {"content": "hi"'))
+        expected = re.escape(f"{server.base_url}{path} answered with a body that is not JSON")
+        with pytest.raises(BackendError, match=expected) as info:
+            await backend.complete(CompletionRequest(messages=(Message(role="user", content="hi"),)))
+        assert info.value.retryable
+
+
+async def test_a_slow_model_check_does_not_eat_into_the_first_requests_timeout() -> None:
+    with LoopbackServer(models_delay_s=0.8, delay_s=0.5) as server:
+        client = create_backend(BackendSpec(type="openai", model=MODEL, base_url=server.base_url),
+                                transport=TransportSettings(timeout_s=1.0, max_retries=0))
+        answer = await client.complete(CompletionRequest(messages=(Message(role="user", content="hi"),)))
+        assert answer.choices and server.model_listings == 1  # 0.8 s + 0.5 s > 1 s, yet nothing timed out
+        await client.aclose()

@@ -180,6 +180,14 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class Preparable(Protocol):
+    """A backend with one-time work before its first answer (e.g. a server's model check): the client runs
+    it under its own timeout, so that work never eats into a request's."""
+
+    async def prepare(self) -> None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class TransportSettings:
     """How to talk to a backend; none of this changes an answer, so none of it enters a cache key."""

@@ -19,7 +19,7 @@ from dataclasses import replace
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from neuroscribe.errors import BackendError, CapabilityError, ConfigError, NeuroscribeError
-from neuroscribe.llm.base import Backend, Capability, Completion, CompletionRequest, TransportSettings
+from neuroscribe.llm.base import Backend, Capability, Completion, CompletionRequest, Preparable, TransportSettings
 from neuroscribe.llm.cache import ResponseCache, is_cacheable
 from neuroscribe.llm.limits import Limiter, RateLimitedError, shared_limiter
 from neuroscribe.llm.usage import Pricing, UsageEntry, UsageLedger
@@ -219,10 +219,18 @@ class LLMClient:
 
     async def _call_once(self, request: CompletionRequest) -> Completion:
         # counting tokens can cost a tokenizer pass or a request (llama.cpp): only when a budget needs it
+        timeout = None if self.backend.in_process else self.transport.timeout_s
+        if isinstance(self.backend, Preparable):
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.backend.prepare()
+            except TimeoutError:
+                raise BackendError(f"{self.name} did not finish its readiness check within {timeout:g} s "
+                                   "(TransportSettings.timeout_s)", retryable=True) from None
         estimate = estimate_request_tokens(self.backend, request) if self.limiter.counts_tokens else 0
         async with self.limiter.slot(estimate) as charge:
             try:
-                async with asyncio.timeout(None if self.backend.in_process else self.transport.timeout_s):
+                async with asyncio.timeout(timeout):
                     completion = await self.backend.complete(request)
             except TimeoutError:
                 raise BackendError(

@@ -351,6 +351,8 @@ class OpenAIBackend:
             response = await self._client.post(path, body=body, cast_to=cast(Any, object))
         except openai.APIError as exc:
             raise self._translate(exc, path, request) from exc
+        except ValueError as exc:  # a body that is not JSON (json.JSONDecodeError is a ValueError)
+            raise _not_json(self._where(path), exc) from exc
         self._reached = True
         if not isinstance(response, dict):
             raise BackendError(
@@ -361,6 +363,10 @@ class OpenAIBackend:
     def _where(self, path: str) -> str:
         """The URL of `path`: relative to base_url, or absolute (/tokenize lives beside /v1, not under it)."""
         return path if "://" in path else f"{self.url}{path}"
+
+    async def prepare(self) -> None:
+        """The one-time model check, which the client runs before (and timed apart from) the first request."""
+        await self._check_model()
 
     async def _check_model(self) -> None:
         """Ask the server once which models it serves, so a typo fails with the list instead of later.
@@ -381,6 +387,8 @@ class OpenAIBackend:
             return  # the server does not list models; the first request will tell
         except openai.APIError as exc:
             raise self._translate(exc, "/models", None) from exc
+        except ValueError as exc:
+            raise _not_json(self._where("/models"), exc) from exc
         self._reached = True
         known = _listed_models(listing)
         if known and self.model not in known:
@@ -944,6 +952,11 @@ def _error_message(exc: openai.APIStatusError) -> str:
         if isinstance(inner, str):
             return inner
     return str(exc.message)
+
+
+def _not_json(where: str, error: ValueError) -> BackendError:
+    return BackendError(f"{where} answered with a body that is not JSON ({error}); a proxy or a server fault? "
+                        "Retried; check the server's log if it persists.", retryable=True)
 
 
 def _listed_models(listing: object) -> set[str]:
