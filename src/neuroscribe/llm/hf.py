@@ -573,7 +573,7 @@ class HFBackend:
         self._model.base_model(
             input_ids=torch.tensor([prefix[offset:]], device=self._device),
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
         self._counters.forward_passes += 1
@@ -616,7 +616,7 @@ class HFBackend:
             input_ids=input_ids.to(self._device),
             attention_mask=additive.to(self._device),
             position_ids=positions.to(self._device),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         ).last_hidden_state
         self._counters.forward_passes += 1
@@ -770,7 +770,7 @@ class HFBackend:
             output = self._model.generate(
                 input_ids=inputs.to(self._device),
                 attention_mask=attention.to(self._device),
-                past_key_values=self._cache(past, len(rows)) if past is not None else None,
+                cache=self._cache(past, len(rows)) if past is not None else None,
                 generation_config=config,
                 tokenizer=self._tokenizer if sampling.stop else None,
                 logits_processor=constraint,
