@@ -12,7 +12,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +59,8 @@ def log_tail(log: Path, lines: int = 40) -> str:
 
 
 @contextlib.contextmanager
-def serve(model: Path, log: Path, extra_args: Sequence[str] = (), timeout_s: float = START_TIMEOUT_S
-          ) -> Iterator[VLLMServer]:
+def serve(model: Path, log: Path, extra_args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None,
+          timeout_s: float = START_TIMEOUT_S) -> Iterator[VLLMServer]:
     """Serve `model` (a checkpoint directory) in float32, eager (compiling took 110 s to start), with a 2 GB KV
     cache, offline; stop the whole process group (API server, engine core, worker) on exit."""
     python = vllm_python()
@@ -71,7 +71,7 @@ def serve(model: Path, log: Path, extra_args: Sequence[str] = (), timeout_s: flo
         "--max-model-len", "2048", "--dtype", "float32", "--enforce-eager", *extra_args,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_NO_USAGE_STATS": "1",
-           "DO_NOT_TRACK": "1"}
+           "DO_NOT_TRACK": "1", **(extra_env or {})}
     started = time.monotonic()
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
