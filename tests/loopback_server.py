@@ -61,8 +61,9 @@ class Vocabulary:
             return [self._ids[w] for w in words]
 
     def decode(self, ids: list[int]) -> list[str]:
+        """Words of the ids; an id it never handed out (another tokenizer's) reads as '<id>'."""
         with self._lock:
-            return [self._words[i] for i in ids]
+            return [self._words[i] if 0 <= i < len(self._words) else f"<{i}>" for i in ids]
 
 
 @dataclass

@@ -9,6 +9,7 @@ import math
 import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -348,6 +349,18 @@ async def test_a_bad_prompt_logprobs_endpoint_is_an_error_naming_server_and_posi
         with pytest.raises(BackendError, match=message) as raised:
             await backend.complete(TOKEN_ID_REQUEST)
     assert server.base_url in str(raised.value)
+
+
+async def test_a_local_tokenizer_that_is_not_the_servers_is_refused(embedded_checkpoint: Path) -> None:
+    """Ids from SmolLM2's tokenizer mean other tokens to this server: the decoded token at the marked position
+    gives it away."""
+    with LoopbackServer(token_ids=True) as server:
+        backend = OpenAIBackend(model=MODEL, base_url=server.base_url, prompt_logprobs="prompt_logprobs",
+                                tokenizer=str(embedded_checkpoint))
+        with pytest.raises(BackendError, match=r"reads prompt position 2 as '<\d+>', but the marked segment there "
+                                               r"is '1'; the tokenizer that built the prompt \(.*SmolLM2.*\) is not "
+                                               r"the server's"):
+            await backend.complete(TOKEN_ID_REQUEST)
 
 
 async def test_auto_mode_falls_back_to_echo_when_prompt_logprobs_is_ignored() -> None:

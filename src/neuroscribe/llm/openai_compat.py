@@ -541,9 +541,8 @@ class OpenAIBackend:
     def _check_read_position(self, entry: Mapping[str, Any], token: int, position: int, text: str, where: str) -> None:
         actual = entry[str(token)]
         decoded = actual.get("decoded_token") if isinstance(actual, Mapping) else None
-        if isinstance(decoded, str) and decoded and "\ufffd" not in decoded and not (
-            text.startswith(decoded) or decoded.startswith(text)
-        ):
+        seen, wanted = (decoded.strip(), text.strip()) if isinstance(decoded, str) else ("", "")
+        if seen and "\ufffd" not in seen and not (wanted.startswith(seen) or seen.startswith(wanted)):
             raise BackendError(
                 f"{where}: the server reads prompt position {position} as {decoded!r}, but the marked segment there is "
                 f"{text!r}; the tokenizer that built the prompt ({self._tokenizer_source}) is not the server's. Set "
