@@ -184,3 +184,13 @@ async def test_missing_usage_is_estimated_not_zero(loopback: LoopbackServer, cap
 def test_invalid_transport_settings_are_config_errors(loopback: LoopbackServer) -> None:
     with pytest.raises(ConfigError, match=r"timeout_s must be > 0 seconds, got 0.*max_retries must be >= 0"):
         client_for(loopback, TransportSettings(timeout_s=0, max_retries=-1))
+
+
+def test_distribution_candidates_must_tokenize_to_distinct_non_empty_ids() -> None:
+    from neuroscribe.llm.base import candidate_token_ids
+
+    assert candidate_token_ids(["0", "10"], [(15,), (16, 15)]) == [(15,), (16, 15)]
+    with pytest.raises(ConfigError, match="candidate '' is empty after tokenization"):
+        candidate_token_ids(["0", ""], [(15,), ()])
+    with pytest.raises(ConfigError, match="candidates '1' and ' 1' tokenize identically"):
+        candidate_token_ids(["1", " 1"], [(16,), (16,)])

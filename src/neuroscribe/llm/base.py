@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
+
+from neuroscribe.errors import ConfigError
 
 
 class Capability(StrEnum):
@@ -178,6 +181,19 @@ class Backend(Protocol):
     async def complete(self, request: CompletionRequest) -> Completion: ...
 
     async def aclose(self) -> None: ...
+
+
+def candidate_token_ids(candidates: Sequence[str], encoded: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Each distribution candidate's token ids (each tokenized on its own), checked: none empty, and no two
+    the same, since those could not be told apart."""
+    seen: dict[tuple[int, ...], str] = {}
+    for candidate, ids in zip(candidates, encoded, strict=True):
+        if not ids:
+            raise ConfigError(f"distribution candidate {candidate!r} is empty after tokenization")
+        if ids in seen:
+            raise ConfigError(f"distribution candidates {seen[ids]!r} and {candidate!r} tokenize identically")
+        seen[ids] = candidate
+    return list(seen)
 
 
 @runtime_checkable

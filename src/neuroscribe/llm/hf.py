@@ -53,10 +53,10 @@ from neuroscribe.llm.base import (
     Choice,
     Completion,
     CompletionRequest,
-    DistributionRequest,
     Message,
     TokenLogprob,
     Usage,
+    candidate_token_ids,
 )
 from neuroscribe.llm.options import answer_tag, option_values, require_at_least, require_one_of
 from neuroscribe.registry import build_options
@@ -413,7 +413,7 @@ class HFBackend:
     def _plan(self, job: _Job) -> _Plan:
         request = job.request.distributions
         assert request is not None
-        candidates = self._candidate_ids(request)
+        candidates = candidate_token_ids(request.candidates, [tuple(self._encode(c)) for c in request.candidates])
         ids = list(self._lead_ids)
         slots = []
         for segment in request.segments:
@@ -441,17 +441,6 @@ class HFBackend:
                 f"({self._sliding_window}); distribution requests assume full attention, so shorten the prompt"
             )
         return _Plan(job=job, ids=ids, slots=slots, tree=tree, tree_index=tree_index, candidates=candidates)
-
-    def _candidate_ids(self, request: DistributionRequest) -> list[tuple[int, ...]]:
-        seen: dict[tuple[int, ...], str] = {}
-        for candidate in request.candidates:
-            ids = tuple(self._encode(candidate))
-            if not ids:
-                raise ConfigError(f"distribution candidate {candidate!r} is empty after tokenization")
-            if ids in seen:
-                raise ConfigError(f"distribution candidates {seen[ids]!r} and {candidate!r} tokenize identically")
-            seen[ids] = candidate
-        return list(seen)
 
     def _run_distributions(self, jobs: list[_Job]) -> list[Completion | Exception]:
         """Answer a batch of distribution requests; a malformed request fails alone, not its batch."""

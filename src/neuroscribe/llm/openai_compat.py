@@ -59,6 +59,7 @@ from neuroscribe.llm.base import (
     DistributionRequest,
     TokenLogprob,
     Usage,
+    candidate_token_ids,
 )
 from neuroscribe.llm.client import capability_error
 from neuroscribe.llm.limits import RateLimitedError, retry_after_seconds
@@ -486,7 +487,7 @@ class OpenAIBackend:
             if segment.read_distribution:
                 slots.append(len(ids))
             ids.extend(segment_ids)
-        candidates = _candidate_token_ids(request.candidates, encoded[len(texts) :])
+        candidates = candidate_token_ids(request.candidates, encoded[len(texts) :])
         body = {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0.0,
                 "prompt_logprobs": self.distribution_top_k}
         data = await self._post("/completions", body)
@@ -884,19 +885,6 @@ def _load_local_tokenizer(source: str) -> Any:
             f"openai backend: cannot load the tokenizer {source!r} to build token-id prompts ({error}); give the "
             "directory the server loaded its tokenizer from, or tokenizer = 'server' to use the server's /tokenize"
         ) from error
-
-
-def _candidate_token_ids(candidates: Sequence[str], encoded: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """Each candidate's token ids (tokenized on its own, as the 'hf' backend does); two that tokenize the same
-    could not be told apart."""
-    seen: dict[tuple[int, ...], str] = {}
-    for candidate, ids in zip(candidates, encoded, strict=True):
-        if not ids:
-            raise ConfigError(f"distribution candidate {candidate!r} is empty after tokenization")
-        if ids in seen:
-            raise ConfigError(f"distribution candidates {seen[ids]!r} and {candidate!r} tokenize identically")
-        seen[ids] = candidate
-    return list(seen)
 
 
 def _entry_probability(entry: Mapping[str, Any], token: int) -> float:
