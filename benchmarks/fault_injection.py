@@ -125,9 +125,10 @@ def mount(point: Path, size: str) -> bool:
 
 def compare(out: Path, reference: dict[str, dict[str, str]]) -> tuple[int, int, int]:
     store = RunStore(out)
+    results = final_results(out)
     lost = duplicated = wrong = 0
     for method, expected in reference.items():
-        found = final_results(out).get(method, {})
+        found = results.get(method, {})
         lines = Counter(json.dumps(json.loads(line)["neuron_id"], sort_keys=True)
                         for line in store.results_path(method).read_text(encoding="utf-8").splitlines()
                         if line.strip())

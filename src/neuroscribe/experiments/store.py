@@ -283,7 +283,10 @@ class RunStore:
 
     def results(self, method_id: str) -> dict[UnitId, ResultRecord]:
         """The latest committed result per unit whose latest outcome is ok."""
-        ok = {u for u, o in self.outcomes(method_id).items() if o.status == "ok"}
+        return self._results_of(method_id, self.outcomes(method_id))
+
+    def _results_of(self, method_id: str, outcomes: Mapping[UnitId, UnitOutcome]) -> dict[UnitId, ResultRecord]:
+        ok = {u for u, o in outcomes.items() if o.status == "ok"}
         path = self.results_path(method_id)
         latest: dict[UnitId, ResultRecord] = {}
         kinds = {(u.layer, u.index): u.kind for u in ok}
@@ -303,7 +306,7 @@ class RunStore:
         """The latest outcome per unit that is final: failed, or ok with an intact result line. An ok outcome
         whose result line is missing or damaged (a torn or garbled line) is left out, so the unit is redone."""
         outcomes = self.outcomes(method_id)
-        with_result = self.results(method_id)
+        with_result = self._results_of(method_id, outcomes)  # one read of the outcome file, not two
         lost = sorted(u for u, o in outcomes.items() if o.status == "ok" and u not in with_result)
         if lost:
             logger.warning("%s: %d finished unit(s) have no intact result line (%s); they will be redone",
