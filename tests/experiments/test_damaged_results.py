@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from neuroscribe.experiments import RunStore, config_from_dict, run_experiment
 from word_units import scripted_config
 
@@ -16,24 +18,28 @@ def one_candidate(dataset: Path) -> dict[str, object]:
     return data
 
 
-def test_a_torn_last_result_line_is_redone(word_dataset: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run_experiment(config_from_dict(one_candidate(word_dataset)), run)
-    store = RunStore(run)
+@pytest.fixture
+def finished(word_dataset: Path, tmp_path: Path) -> tuple[RunStore, dict[str, object]]:
+    """A finished run of the two word units, and its config data (to run it again)."""
+    data = one_candidate(word_dataset)
+    run_experiment(config_from_dict(data), tmp_path / "run")
+    return RunStore(tmp_path / "run"), data
+
+
+def test_a_torn_last_result_line_is_redone(finished: tuple[RunStore, dict[str, object]]) -> None:
+    store, data = finished
     path = store.results_path(METHOD)
     before = store.results(METHOD)
     text = path.read_text()
     path.write_text(text[: text.rindex("\n", 0, len(text) - 1) + 40])  # the last line cut mid-JSON
     assert len(store.results(METHOD)) == len(before) - 1
-    again = run_experiment(config_from_dict(one_candidate(word_dataset)), run)
+    again = run_experiment(config_from_dict(data), store.path)
     assert again.completed == 1 and again.already_done == len(before) - 1
     assert store.results(METHOD) == before
 
 
-def test_a_garbled_middle_line_is_skipped_and_its_unit_redone(word_dataset: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run_experiment(config_from_dict(one_candidate(word_dataset)), run)
-    store = RunStore(run)
+def test_a_garbled_middle_line_is_skipped_and_its_unit_redone(finished: tuple[RunStore, dict[str, object]]) -> None:
+    store, data = finished
     path = store.results_path(METHOD)
     before = store.results(METHOD)
     lines = path.read_text().splitlines(keepends=True)
@@ -41,7 +47,7 @@ def test_a_garbled_middle_line_is_skipped_and_its_unit_redone(word_dataset: Path
     path.write_text("".join(lines))
     assert len(store.results(METHOD)) == len(before) - 1  # read without raising, the damaged line left out
     assert len(store.finished(METHOD)) == len(before) - 1
-    again = run_experiment(config_from_dict(one_candidate(word_dataset)), run)
+    again = run_experiment(config_from_dict(data), store.path)
     assert again.completed == 1
     assert store.results(METHOD) == before
     assert all("#garbage#" not in line for line in path.read_text().splitlines())  # compacted away
