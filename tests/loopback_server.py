@@ -84,6 +84,10 @@ class Received:
     at: float
 
 
+def _json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()
+
+
 def _tokens(text: str) -> list[str]:
     return re.findall(r"\w+|\s|[^\w\s]", text)
 
@@ -203,25 +207,28 @@ class LoopbackServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 server._enter(self.path, body)
                 try:
-                    if self.path in server.missing_paths or (self.path == "/tokenize" and not server.token_ids):
-                        self._send(404, {"error": {"message": f"Not Found: {self.path}"}})
-                        return
-                    if self.path == "/tokenize":
-                        ids = server.vocabulary.encode(_tokens(str(body.get("prompt", ""))))
-                        ids = [0, *ids] if body.get("add_special_tokens", True) else ids
-                        self._send(200, {"count": len(ids), "max_model_len": 2048, "tokens": ids})
-                        return
-                    reply = server._next_reply()
-                    time.sleep(reply.delay_s)
-                    if reply.raw is not None:
-                        self._send_bytes(reply.status, reply.raw, reply.headers)
-                    else:
-                        self._send(reply.status, reply.body or server._answer(self.path, body), reply.headers)
+                    status, data, headers = self._reply_to_post(body)
                 finally:
+                    # Counted out before the answer leaves: a client that has read it may send its next
+                    # request before this thread runs again, and that is not two requests in flight.
                     server._leave()
+                self._send_bytes(status, data, headers)
 
-            def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-                self._send_bytes(status, json.dumps(payload).encode(), headers)
+            def _reply_to_post(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str] | None]:
+                if self.path in server.missing_paths or (self.path == "/tokenize" and not server.token_ids):
+                    return 404, _json({"error": {"message": f"Not Found: {self.path}"}}), None
+                if self.path == "/tokenize":
+                    ids = server.vocabulary.encode(_tokens(str(body.get("prompt", ""))))
+                    ids = [0, *ids] if body.get("add_special_tokens", True) else ids
+                    return 200, _json({"count": len(ids), "max_model_len": 2048, "tokens": ids}), None
+                reply = server._next_reply()
+                time.sleep(reply.delay_s)
+                if reply.raw is not None:
+                    return reply.status, reply.raw, reply.headers
+                return reply.status, _json(reply.body or server._answer(self.path, body)), reply.headers
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                self._send_bytes(status, _json(payload))
 
             def _send_bytes(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
                 try:
