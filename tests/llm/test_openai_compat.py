@@ -293,6 +293,22 @@ async def test_echo_offsets_that_do_not_line_up_are_refused(loopback: LoopbackSe
         await backend.complete(request)
 
 
+async def test_per_position_keeps_a_tokens_own_mass_where_ten_is_one_token(loopback: LoopbackServer) -> None:
+    """Under a tokenizer with a token "10" (Llama 3's), P("10") is that token's and P("1") the token "1"'s: the
+    mass of "10" never went through "1", so none is taken from it (as the by-token-id mode reads it)."""
+    top = {"1": math.log(0.3), "10": math.log(0.2), "0": math.log(0.1)}
+    answer = {"model": MODEL, "usage": USAGE, "choices": [{"index": 0, "text": "1", "finish_reason": "length",
+              "logprobs": {"tokens": ["1"], "token_logprobs": [top["1"]], "top_logprobs": [top]}}]}
+    loopback.script(Reply(body=answer))
+    backend = OpenAIBackend(model=MODEL, base_url=loopback.base_url, prompt_logprobs="per_position")
+    segments = (PromptSegment(text="cat\t"), PromptSegment(text="1", read_distribution=True))
+    completion = await backend.complete(
+        CompletionRequest(distributions=DistributionRequest(segments=segments, candidates=("0", "1", "10")))
+    )
+    assert completion.distributions[0] == pytest.approx((0.1, 0.3, 0.2))
+    assert len(loopback.posts()) == 1  # every candidate is one token: no follow-up
+
+
 # -- vLLM's token-id dialect on the loopback server (the real vLLM is in test_vllm.py) ---------------------------
 
 TOKEN_ID_SEGMENTS = (  # the server's ids: BOS, "a", "\t", "1" (position 3), "\n", "b", "\t", "unknown" (position 7)

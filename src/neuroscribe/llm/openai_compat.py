@@ -26,8 +26,9 @@ Prompt distributions (the all-at-once simulator) are read from completions logpr
   ``max_tokens=1`` and ``logprobs=k`` (llama.cpp, whose server ignores ``echo``). A server with prompt
   caching (llama.cpp does this by default) reuses the shared prefix between these requests. A candidate
   longer than one token is scored as the product of its tokens' probabilities, with one follow-up request
-  per first token; when one candidate extends another ("1" and "10"), the shorter one's probability
-  excludes the mass that continues into the longer, as in the 'hf' backend.
+  per first token; when one candidate continues another's token ("1" then "0"), the shorter one's probability
+  excludes the mass that continues into the longer, as in the 'hf' backend (where "10" is one token, the
+  token "1" keeps its own probability).
 
 Either way a candidate outside the top k gets probability 0, as in the paper's implementation (which read
 the top 15); ``distribution_top_k`` sets k (OpenAI's completions API allows at most 5, llama.cpp and vLLM
@@ -778,8 +779,13 @@ class OpenAIBackend:
             tail, used = await self._candidate_probabilities(prefix + token, rests, depth + 1)
             usage = usage + used
             for candidate, rest in zip(longer, rests, strict=True):
-                probabilities[candidate] += math.exp(top[token]) * tail[rest]
-        return _exclusive(probabilities) if depth == 0 else probabilities, usage
+                through_token = math.exp(top[token]) * tail[rest]
+                probabilities[candidate] += through_token
+                if token in probabilities:  # "1" means "1" not followed by "0" ...
+                    probabilities[token] -= through_token
+        # ... but where "10" is a token of its own, its mass never went through the token "1": nothing to take
+        # away from "1" (the by-token-id mode reads it the same way).
+        return {c: max(0.0, p) for c, p in probabilities.items()}, usage
 
     # -- errors -----------------------------------------------------------------------------------------
 
