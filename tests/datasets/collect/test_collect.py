@@ -123,7 +123,7 @@ def test_a_checkpoint_of_another_format_is_refused(tiny_models: dict[str, Path],
     config.out_dir.mkdir()
     torch.save({"fingerprint": config.fingerprint(), "collators": [{}, {}], "finished": False},
                config.out_dir / STATE_FILE)  # a checkpoint from before excerpt sources
-    with pytest.raises(ConfigError, match=r"another version of neuroscribe \(checkpoint format 1, this one reads 2\); "
+    with pytest.raises(ConfigError, match=r"another version of neuroscribe \(checkpoint format 1, this one reads 3\); "
                                           r"delete it to restart"):
         collect(config)
 

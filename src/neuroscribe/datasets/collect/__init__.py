@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = ".collect-state.pt"
 """Checkpoint of an unfinished collection inside the output directory; removed when it completes."""
-STATE_VERSION = 2
-"""Format of the checkpoint (2: excerpt sources and per-unit samples); another one is refused, never misread."""
+STATE_VERSION = 3
+"""Format of the checkpoint (2: excerpt sources and per-unit samples; 3: mergeable shard states); another one
+is refused, never misread."""
 
 __all__ = ["CollectConfig", "collate_batch", "collect"]
 
@@ -151,29 +152,31 @@ def _manifest(config: CollectConfig, plan: _Plan, corpus: str, results: list[Col
     }
 
 
-def collect(config: CollectConfig) -> Path:
-    """Build the dataset described by `config` and return its directory (resumes an interrupted run)."""
-    import torch
-    from tqdm import tqdm
+def already_collected(config: CollectConfig) -> bool:
+    """Whether `config.out_dir` holds this collection, finished; refuses a directory holding another one."""
+    from .writer import MANIFEST
 
-    from .collation import CollationSettings, StreamingCollator, unit_id
-    from .corpora import excerpts, open_corpus
+    manifest_path = config.out_dir / MANIFEST
+    if not manifest_path.is_file():
+        return False
+    existing = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if existing.get("config_fingerprint") == config.fingerprint():
+        logger.info("%s already holds this collection; nothing to do", config.out_dir)
+        return True
+    raise ConfigError(f"{config.out_dir} already holds a different collection ({manifest_path}); "
+                      "choose another output directory or delete that one")
+
+
+def load_subject(config: CollectConfig) -> SubjectModel:
     from .subject import SubjectModel
-    from .writer import MANIFEST, RecordBuilder, write_file, write_unit
 
-    out = config.out_dir
-    manifest_path = out / MANIFEST
-    if manifest_path.is_file():
-        existing = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if existing.get("config_fingerprint") == config.fingerprint():
-            logger.info("%s already holds this collection; nothing to do", out)
-            return out
-        raise ConfigError(f"{out} already holds a different collection ({manifest_path}); "
-                          "choose another output directory or delete that one")
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    subject = SubjectModel(config.model, device=config.device,
-                           eager_attention=config.unit_kind is UnitKind.ATTENTION_HEAD)
+    return SubjectModel(config.model, device=config.device, eager_attention=config.unit_kind is UnitKind.ATTENTION_HEAD)
+
+
+def new_collators(config: CollectConfig, subject: SubjectModel) -> tuple[_Plan, list[StreamingCollator]]:
+    """The units to read and an empty collator per probe."""
+    from .collation import CollationSettings, StreamingCollator, unit_id
+
     plan = _plan(config, subject)
     settings = CollationSettings(
         top_k=config.top_k, n_random=config.n_random, n_quantiles=config.n_quantiles,
@@ -184,6 +187,45 @@ def collect(config: CollectConfig) -> Path:
                                    excerpt_tokens=config.excerpt_tokens, vocab_size=subject.vocab_size,
                                    unit_ids=[unit_id(probe.layer, index) for index in indices])
                  for probe, indices in zip(plan.probes, plan.indices, strict=True)]
+    return plan, collators
+
+
+def write_dataset(config: CollectConfig, subject: SubjectModel, plan: _Plan, collators: Sequence[StreamingCollator],
+                  corpus: str, started: float) -> None:
+    """Finalize the collators and write the records, the optional weight summaries and the manifest (last)."""
+    from tqdm import tqdm
+
+    from .writer import MANIFEST, RecordBuilder, write_file, write_unit
+
+    results = [collator.finalize() for collator in collators]
+    with tqdm(total=len(plan.units), desc="write records", unit="unit", disable=not config.progress) as bar:
+        for probe, indices, result in zip(plan.probes, plan.indices, results, strict=True):
+            builder = RecordBuilder(result, subject.token_strings, config.unit_kind)
+            for column, index in enumerate(indices):
+                write_unit(config.out_dir, builder, column, probe.layer, index)
+                bar.update()
+    if config.weight_summaries:
+        from neuroscribe.datasets.weights import write_weight_summaries
+
+        write_weight_summaries(subject.model, plan.units, config.out_dir, subject.token_strings)
+    manifest = _manifest(config, plan, corpus, results, time.monotonic() - started)
+    write_file(config.out_dir / MANIFEST, json.dumps(manifest, indent=2))
+
+
+def collect(config: CollectConfig) -> Path:
+    """Build the dataset described by `config` and return its directory (resumes an interrupted run)."""
+    import torch
+    from tqdm import tqdm
+
+    from .corpora import excerpts, open_corpus
+
+    out = config.out_dir
+    if already_collected(config):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    subject = load_subject(config)
+    plan, collators = new_collators(config, subject)
     state_path = out / STATE_FILE
     finished = False
     if state_path.is_file():
@@ -232,18 +274,6 @@ def collect(config: CollectConfig) -> Path:
         if collators[0].n_excerpts == 0:
             raise DataError(f"corpus {corpus.describe} gave no excerpt of {config.excerpt_tokens} tokens")
         save(True)
-    results = [collator.finalize() for collator in collators]
-    with tqdm(total=len(plan.units), desc="write records", unit="unit", disable=not config.progress) as bar:
-        for probe, indices, result in zip(probes, plan.indices, results, strict=True):
-            builder = RecordBuilder(result, subject.token_strings, config.unit_kind)
-            for column, index in enumerate(indices):
-                write_unit(out, builder, column, probe.layer, index)
-                bar.update()
-    if config.weight_summaries:
-        from neuroscribe.datasets.weights import write_weight_summaries
-
-        write_weight_summaries(subject.model, plan.units, out, subject.token_strings)
-    manifest = _manifest(config, plan, corpus.describe, results, time.monotonic() - started)
-    write_file(manifest_path, json.dumps(manifest, indent=2))
+    write_dataset(config, subject, plan, collators, corpus.describe, started)
     state_path.unlink(missing_ok=True)
     return out

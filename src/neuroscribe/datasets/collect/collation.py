@@ -3,14 +3,21 @@
 `StreamingCollator.update` takes one batch of activations `[excerpts, positions, units]` and folds it
 into state whose size does not depend on how many excerpts have been seen:
 
-- top-k excerpts by maximum activation, per unit (values, activations, tokens and sources: units x k x
-  positions);
+- top-k excerpts by maximum activation, per unit (values, activations, tokens, sources and excerpt ids:
+  units x k x positions), ties going to the smaller excerpt id;
 - a uniform pool of excerpts shared by every unit: each excerpt gets a pseudo-random key that is a
   pure function of (seed, excerpt number), and the pool keeps the smallest keys. The pool is
   therefore independent of batch size, order and of interruptions (resume gives the same pool);
-- the moments of all activations (a batch's float32 power sums about the running mean, turned into central
-  moments 2-4 and merged batch by batch with the pairwise update formulas of Chan and Pébay, in float64);
-- per-token sums and counts for the token look-up table (vocabulary x units), when positions are tokens.
+- the moments of all activations: each batch's central moments 2-4 (float32 power sums about the batch's
+  own first values), merged in float64 with the pairwise formulas of Chan and Pébay along a binary tree
+  over the batches (a binary counter), so the merge order depends only on the batches' positions;
+- per-token sums (int64 fixed point: exact, so any grouping gives the same sums) and counts for the
+  token look-up table (vocabulary x units), when positions are tokens.
+
+`merge` folds in another collator's state. Top-k, pool and look-up sums merge exactly in any order; the
+moments merge exactly when the earlier collator saw a whole number of aligned blocks of 2^m batches and the
+later one at most 2^m batches (what `distributed` shards are), so shards merged in order give the bits of one
+collator that saw every batch.
 
 Every excerpt carries its source (document, token offset). `collect()` keeps one collator per layer and
 updates it as soon as that layer has run. `finalize()` turns that into the published statistics, each
@@ -36,6 +43,11 @@ from neuroscribe.errors import DataError
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _CHUNK_VALUES = 1 << 20
 """Values per chunk of `StreamingCollator._scan` (4 MiB of float32): small enough to stay in cache."""
+LOOKUP_SCALE = 2.0**24
+"""Look-up sums hold activations rounded to multiples of 2^-24 as int64: integer sums are exact whatever
+the grouping (float32 sums are not), off by at most 3e-8 per activation, and overflow only past 5e11."""
+_NO_EXCERPT = 1 << 62
+"""Excerpt id of an empty top-k slot (its value is -inf, so it never wins)."""
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -88,6 +100,36 @@ class CollationSettings:
 
 
 @dataclass(frozen=True)
+class Moments:
+    """Count, mean and central moment sums M2-M4 of a set of activations, per unit (float64)."""
+
+    n: int
+    mean: torch.Tensor
+    m2: torch.Tensor
+    m3: torch.Tensor
+    m4: torch.Tensor
+
+    @classmethod
+    def of_power_sums(cls, n: int, shift: torch.Tensor, power_sums: torch.Tensor) -> Moments:
+        """From the sums of (x - shift)^1..4 over `n` values."""
+        s1, s2, s3, s4 = power_sums
+        offset = s1 / n  # mean - shift
+        return cls(n, shift + offset, s2 - n * offset**2, s3 - 3 * offset * s2 + 2 * n * offset**3,
+                   s4 - 4 * offset * s3 + 6 * offset**2 * s2 - 3 * n * offset**4)
+
+    def then(self, later: Moments) -> Moments:
+        """Both sets together (Pébay 2008, pairwise update)."""
+        na, nb = self.n, later.n
+        n = na + nb
+        delta = later.mean - self.mean
+        m2a, m3a, m4a, m2b, m3b, m4b = self.m2, self.m3, self.m4, later.m2, later.m3, later.m4
+        m4 = (m4a + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+              + 6 * delta**2 * (na * na * m2b + nb * nb * m2a) / n**2 + 4 * delta * (na * m3b - nb * m3a) / n)
+        m3 = m3a + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * m2a) / n
+        return Moments(n, self.mean + delta * nb / n, m2a + m2b + delta**2 * na * nb / n, m3, m4)
+
+
+@dataclass(frozen=True)
 class CollationResult:
     """Final statistics; excerpt activations are `[units, excerpts, positions]`, tokens are ids."""
 
@@ -132,6 +174,7 @@ class StreamingCollator:
         self.top_activations = torch.zeros((u, k, p))
         self.top_tokens = torch.zeros((u, k, t), dtype=torch.int32)
         self.top_sources = torch.zeros((u, k, 2), dtype=torch.int64)
+        self.top_ids = torch.full((u, k), _NO_EXCERPT, dtype=torch.int64)
         self.pool_keys = torch.full((pool,), math.inf, dtype=torch.float64)
         self.pool_activations = torch.zeros((pool, p, u))
         self.pool_tokens = torch.zeros((pool, t), dtype=torch.int32)
@@ -139,13 +182,11 @@ class StreamingCollator:
         self.pool_sources = torch.zeros((pool, 2), dtype=torch.int64)
         self.n_excerpts = 0
         self.n_activations = 0
-        self.mean = torch.zeros(u, dtype=torch.float64)
-        self.m2 = torch.zeros(u, dtype=torch.float64)
-        self.m3 = torch.zeros(u, dtype=torch.float64)
-        self.m4 = torch.zeros(u, dtype=torch.float64)
+        self.moments: list[tuple[int, Moments]] = []
+        """Binary counter of batch moments: (level, moments of 2^level consecutive batches), levels falling."""
         self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None
         use_lookup = settings.lookup_tokens > 0 and vocab_size is not None and n_positions == excerpt_tokens
-        self.lookup_sums = torch.zeros((vocab_size, u)) if use_lookup and vocab_size else None
+        self.lookup_sums = torch.zeros((vocab_size, u), dtype=torch.int64) if use_lookup and vocab_size else None
         self.lookup_counts = torch.zeros(vocab_size, dtype=torch.int64) if use_lookup and vocab_size else None
 
     # --- streaming ------------------------------------------------------------------------------
@@ -165,10 +206,10 @@ class StreamingCollator:
         activations = activations.float()
         tokens = tokens.to(torch.int32)
         sources = sources.to(torch.int64)
+        excerpt_ids = excerpt_ids.to(torch.int64)
         batch_max = self._scan(activations, tokens)
-        self._update_top(activations, tokens, sources, batch_max)
-        self._update_pool(activations, tokens, excerpt_ids.to(torch.int64), sources,
-                          excerpt_keys(self.settings.seed, excerpt_ids))
+        self._update_top(activations, tokens, sources, excerpt_ids, batch_max)
+        self._update_pool(activations, tokens, excerpt_ids, sources, excerpt_keys(self.settings.seed, excerpt_ids))
         self.n_excerpts += b
 
     def _scan(self, activations: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -177,12 +218,13 @@ class StreamingCollator:
 
         Whole-batch operations would read the batch (50 MB for 32 x 64 tokens x 6,144 units) from memory
         once per operation, about ten times; chunk by chunk it is read once (measured 2x faster).
-        The power sums are taken about the running mean, so that float32 sums lose nothing to cancellation.
+        The power sums are taken about the batch's first values' mean, so that float32 sums lose nothing to
+        cancellation, and a batch's moments depend on that batch alone.
         """
         b, p, u = activations.shape
         per_chunk = max(1, _CHUNK_VALUES // (p * u))
         flat = activations.reshape(b * p, u)
-        shift = self.mean.float() if self.n_activations else flat[: per_chunk * p].mean(dim=0)
+        shift = flat[: per_chunk * p].mean(dim=0)
         if self._scratch is None or self._scratch[0].shape != (per_chunk * p, u):
             self._scratch = (torch.empty(per_chunk * p, u), torch.empty(per_chunk * p, u))
         power_sums = torch.zeros(4, u, dtype=torch.float64)
@@ -193,7 +235,7 @@ class StreamingCollator:
             chunk = flat[rows]
             torch.amax(chunk.view(-1, p, u), dim=1, out=batch_max[first : first + per_chunk])
             if self.lookup_sums is not None:
-                self.lookup_sums.index_add_(0, flat_tokens[rows], chunk)
+                self.lookup_sums.index_add_(0, flat_tokens[rows], chunk.mul(LOOKUP_SCALE).round_().long())
             centered, powers = (buffer[: chunk.shape[0]] for buffer in self._scratch)
             torch.sub(chunk, shift, out=centered)
             power_sums[0] += centered.sum(dim=0)
@@ -203,11 +245,12 @@ class StreamingCollator:
             power_sums[3] += powers.square_().sum(dim=0)
         if self.lookup_counts is not None:
             self.lookup_counts.index_add_(0, flat_tokens, torch.ones_like(flat_tokens))
-        self._merge_moments(b * p, shift.double(), power_sums)
+        self._push_moments(0, Moments.of_power_sums(b * p, shift.double(), power_sums))
+        self.n_activations += b * p
         return batch_max.T
 
     def _update_top(self, activations: torch.Tensor, tokens: torch.Tensor, sources: torch.Tensor,
-                    batch_max: torch.Tensor) -> None:
+                    excerpt_ids: torch.Tensor, batch_max: torch.Tensor) -> None:
         """Slots are unordered during streaming (sorted in `finalize`): only slots that change are written.
 
         Per unit, the k largest of (kept maxima, batch maxima) stay; each batch excerpt that gets in takes the
@@ -221,18 +264,21 @@ class StreamingCollator:
             self.top_activations[:, filled : filled + b] = activations.permute(2, 0, 1)
             self.top_tokens[:, filled : filled + b] = tokens
             self.top_sources[:, filled : filled + b] = sources
+            self.top_ids[:, filled : filled + b] = excerpt_ids
             return
-        if not bool((batch_max.amax(dim=1) > self.top_values.amin(dim=1)).any()):
+        if not bool((batch_max.amax(dim=1) >= self.top_values.amin(dim=1)).any()):
             return
         candidates = torch.cat([self.top_values, batch_max], dim=1)
+        candidate_ids = torch.cat([self.top_ids, excerpt_ids.expand(self.n_units, -1)], dim=1)
         kept = torch.zeros(candidates.shape, dtype=torch.bool)
-        kept.scatter_(1, torch.topk(candidates, k, dim=1, sorted=False).indices, True)
+        kept.scatter_(1, _largest_first(candidates, candidate_ids, k), True)
         evicted_unit, evicted_slot = (~kept[:, :k]).nonzero(as_tuple=True)
         incoming_unit, incoming_excerpt = kept[:, k:].nonzero(as_tuple=True)
         self.top_values[evicted_unit, evicted_slot] = batch_max[incoming_unit, incoming_excerpt]
         self.top_activations[evicted_unit, evicted_slot] = activations[incoming_excerpt, :, incoming_unit]
         self.top_tokens[evicted_unit, evicted_slot] = tokens[incoming_excerpt]
         self.top_sources[evicted_unit, evicted_slot] = sources[incoming_excerpt]
+        self.top_ids[evicted_unit, evicted_slot] = excerpt_ids[incoming_excerpt]
 
     def _update_pool(self, activations: torch.Tensor, tokens: torch.Tensor, excerpt_ids: torch.Tensor,
                      sources: torch.Tensor, keys: torch.Tensor) -> None:
@@ -251,38 +297,65 @@ class StreamingCollator:
         self.pool_ids[evicted_slots] = excerpt_ids[incoming]
         self.pool_sources[evicted_slots] = sources[incoming]
 
-    def _merge_moments(self, nb: int, shift: torch.Tensor, power_sums: torch.Tensor) -> None:
-        """Merge a batch, given as its power sums about `shift`, into the running (n, mean, M2, M3, M4)
-        (Pébay 2008, pairwise update; float64)."""
-        s1, s2, s3, s4 = power_sums
-        offset = s1 / nb  # batch mean - shift
-        mean_b = shift + offset
-        m2b = s2 - nb * offset**2
-        m3b = s3 - 3 * offset * s2 + 2 * nb * offset**3
-        m4b = s4 - 4 * offset * s3 + 6 * offset**2 * s2 - 3 * nb * offset**4
-        na = self.n_activations
-        if na == 0:
-            self.mean, self.m2, self.m3, self.m4 = mean_b, m2b, m3b, m4b
-            self.n_activations = nb
-            return
-        n = na + nb
-        delta = mean_b - self.mean
-        m2a, m3a, m4a = self.m2, self.m3, self.m4
-        self.m4 = (m4a + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
-                   + 6 * delta**2 * (na * na * m2b + nb * nb * m2a) / n**2 + 4 * delta * (na * m3b - nb * m3a) / n)
-        self.m3 = m3a + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * m2a) / n
-        self.m2 = m2a + m2b + delta**2 * na * nb / n
-        self.mean = self.mean + delta * nb / n
-        self.n_activations = n
+    def _push_moments(self, level: int, moments: Moments) -> None:
+        """Add 2^level batches' moments to the binary counter: equal levels merge, older on the left."""
+        while self.moments and self.moments[-1][0] == level:
+            moments = self.moments.pop()[1].then(moments)
+            level += 1
+        self.moments.append((level, moments))
+
+    def _total_moments(self) -> Moments:
+        total = self.moments[-1][1]
+        for _level, older in reversed(self.moments[:-1]):
+            total = older.then(total)
+        return total
+
+    # --- merging shards ---------------------------------------------------------------------------
+
+    def merge(self, later: StreamingCollator) -> None:
+        """Fold in the state of a collator of the same units that saw other excerpts (later ones in the
+        excerpt order): the same state as one collator that saw both (see the module docstring)."""
+        if (later.settings != self.settings or not torch.equal(later.unit_ids, self.unit_ids)
+                or (later.n_positions, later.excerpt_tokens) != (self.n_positions, self.excerpt_tokens)
+                or (later.lookup_sums is None) != (self.lookup_sums is None)):
+            raise DataError("collation: cannot merge the states of different collections (settings, units or "
+                            "excerpt shape differ)")
+        if self.moments and later.moments and self.moments[-1][0] < later.moments[0][0]:
+            raise DataError("collation: the earlier state's batches do not end on a block of the later one's "
+                            "size; shards must be aligned blocks of 2^m batches")
+        k = self.settings.top_k
+        values = torch.cat([self.top_values, later.top_values], dim=1)
+        ids = torch.cat([self.top_ids, later.top_ids], dim=1)
+        best = _largest_first(values, ids, k)
+        for name in ("top_values", "top_ids", "top_activations", "top_tokens", "top_sources"):
+            both = torch.cat([getattr(self, name), getattr(later, name)], dim=1)
+            index = best.view(*best.shape, *[1] * (both.dim() - 2)).expand(-1, -1, *both.shape[2:])
+            setattr(self, name, both.gather(1, index))
+        keys = torch.cat([self.pool_keys, later.pool_keys])
+        kept = torch.topk(keys, self.pool_keys.numel(), largest=False, sorted=False).indices
+        for name in ("pool_keys", "pool_activations", "pool_tokens", "pool_ids", "pool_sources"):
+            setattr(self, name, torch.cat([getattr(self, name), getattr(later, name)])[kept])
+        if self.lookup_sums is not None and later.lookup_sums is not None:
+            self.lookup_sums += later.lookup_sums
+        if self.lookup_counts is not None and later.lookup_counts is not None:
+            self.lookup_counts += later.lookup_counts
+        for level, moments in later.moments:
+            self._push_moments(level, moments)
+        self.n_excerpts += later.n_excerpts
+        self.n_activations += later.n_activations
 
     # --- resume -----------------------------------------------------------------------------------
 
-    _STATE_FIELDS = ("top_values", "top_activations", "top_tokens", "top_sources", "pool_keys", "pool_activations",
-                     "pool_tokens", "pool_ids", "pool_sources", "mean", "m2", "m3", "m4", "lookup_sums",
-                     "lookup_counts")
+    _STATE_FIELDS = ("top_values", "top_activations", "top_tokens", "top_sources", "top_ids", "pool_keys",
+                     "pool_activations", "pool_tokens", "pool_ids", "pool_sources", "lookup_counts")
 
     def state_dict(self) -> dict[str, object]:
+        """Tensors and plain values; the look-up sums only for tokens seen (a shard sees few of the vocabulary)."""
         state: dict[str, object] = {name: getattr(self, name) for name in self._STATE_FIELDS}
+        seen = None if self.lookup_counts is None else self.lookup_counts.nonzero().squeeze(1)
+        state["lookup_rows"] = seen
+        state["lookup_sums"] = None if self.lookup_sums is None or seen is None else self.lookup_sums[seen]
+        state["moments"] = [(level, (m.n, m.mean, m.m2, m.m3, m.m4)) for level, m in self.moments]
         state["n_excerpts"] = self.n_excerpts
         state["n_activations"] = self.n_activations
         return state
@@ -299,6 +372,15 @@ class StreamingCollator:
             ):
                 raise DataError(f"saved collation state does not match this collection ({name}); delete it to restart")
             setattr(self, name, saved)
+        rows, sums = state.get("lookup_rows"), state.get("lookup_sums")
+        if self.lookup_sums is not None and isinstance(rows, torch.Tensor) and isinstance(sums, torch.Tensor):
+            self.lookup_sums.zero_()
+            self.lookup_sums[rows] = sums
+        saved_moments = state.get("moments")
+        if not isinstance(saved_moments, list):
+            raise DataError("saved collation state has no 'moments': another version of neuroscribe wrote it; "
+                            "delete it to restart")
+        self.moments = [(level, Moments(*values)) for level, values in saved_moments]
         n_excerpts, n_activations = state["n_excerpts"], state["n_activations"]
         assert isinstance(n_excerpts, int) and isinstance(n_activations, int)
         self.n_excerpts, self.n_activations = n_excerpts, n_activations
@@ -310,8 +392,8 @@ class StreamingCollator:
             raise DataError("no excerpts were collated: the corpus gave no excerpt of the requested length")
         s = self.settings
         k = min(s.top_k, self.n_excerpts)
-        top_values, top_order = torch.sort(self.top_values, dim=1, descending=True, stable=True)
-        top_order = top_order[:, :k]
+        top_order = _largest_first(self.top_values, self.top_ids, k)
+        top_values = self.top_values.gather(1, top_order)
         top_sources = self.top_sources.gather(1, top_order[..., None].expand(-1, -1, 2))
         filled = min(self.pool_keys.numel(), self.n_excerpts)
         by_key = torch.argsort(self.pool_keys)[:filled]
@@ -326,16 +408,17 @@ class StreamingCollator:
         random_rows = order[:n_random].masked_fill(~eligible.gather(0, order[:n_random]), -1)
         boundaries, chosen = _quantile_samples(pool_acts.amax(dim=1), order, eligible, s.n_quantiles,
                                                s.n_per_quantile)
-        variance = self.m2 / self.n_activations
-        skewness = torch.where(variance > 0, math.sqrt(self.n_activations) * self.m3 / self.m2**1.5, math.nan)
-        kurtosis = torch.where(variance > 0, self.n_activations * self.m4 / self.m2**2 - 3.0, math.nan)
+        moments = self._total_moments()
+        variance = moments.m2 / moments.n
+        skewness = torch.where(variance > 0, math.sqrt(moments.n) * moments.m3 / moments.m2**1.5, math.nan)
+        kurtosis = torch.where(variance > 0, moments.n * moments.m4 / moments.m2**2 - 3.0, math.nan)
         lookup_ids, lookup_avg = self._lookup_table()
         return CollationResult(
-            top_values=top_values[:, :k],
+            top_values=top_values,
             top_activations=self.top_activations.gather(1, top_order[..., None].expand(-1, -1, self.n_positions)),
             top_tokens=self.top_tokens.gather(1, top_order[..., None].expand(-1, -1, self.excerpt_tokens)),
             top_sources=top_sources, random_rows=random_rows, quantile_boundaries=boundaries, quantile_chosen=chosen,
-            pool_activations=pool_acts, pool_tokens=pool_tokens, pool_sources=pool_sources, mean=self.mean,
+            pool_activations=pool_acts, pool_tokens=pool_tokens, pool_sources=pool_sources, mean=moments.mean,
             variance=variance,
             skewness=skewness, kurtosis=kurtosis, lookup_token_ids=lookup_ids, lookup_averages=lookup_avg,
             n_excerpts=self.n_excerpts, n_activations=self.n_activations,
@@ -348,10 +431,18 @@ class StreamingCollator:
         n_seen = int(seen.sum())
         if n_seen == 0:
             return None, None
-        averages = self.lookup_sums[seen] / self.lookup_counts[seen, None]  # [V_seen, U]
+        averages = (self.lookup_sums[seen].double() / LOOKUP_SCALE / self.lookup_counts[seen, None]).float()
         values, rows = torch.topk(averages, min(self.settings.lookup_tokens, n_seen), dim=0)
         token_ids = seen.nonzero().squeeze(1)[rows]
         return token_ids.T.contiguous(), values.T.contiguous()
+
+
+def _largest_first(values: torch.Tensor, ids: torch.Tensor, k: int) -> torch.Tensor:
+    """Columns of the k largest `values` per row `[U, n]`, largest first, ties to the smaller excerpt id in
+    `ids`: a function of the (value, id) pairs only, whatever their order (what makes merges exact)."""
+    by_id = torch.argsort(ids, dim=1, stable=True)
+    by_value = torch.argsort(values.gather(1, by_id), dim=1, descending=True, stable=True)
+    return by_id.gather(1, by_value[:, :k])
 
 
 def _shares_document(pool_documents: torch.Tensor, top_documents: torch.Tensor) -> torch.Tensor:

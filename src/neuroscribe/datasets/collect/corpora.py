@@ -203,17 +203,18 @@ class ExcerptBatch:
 
 def excerpts(documents: Iterator[str], tokenize: Callable[[list[str]], list[list[int]]], *, excerpt_tokens: int,
              batch_size: int, max_excerpts: int | None = None, skip: int = 0,
-             documents_per_call: int = 64) -> Iterator[ExcerptBatch]:
+             documents_per_call: int = 64, start: tuple[int, int] = (0, 0)) -> Iterator[ExcerptBatch]:
     """Consecutive fixed-length windows of each document (tails dropped), numbered and batched.
 
     Documents are numbered in reading order (those too short for a window included), so a window's
     source (document, token offset) is the same in every run that reads the corpus in the same order.
-    `skip` excerpts are tokenized but not yielded (resume). Memory holds one chunk of documents.
+    `skip` excerpts are tokenized but not yielded (resume). `start` (document number, excerpt id of its first
+    window) says where `documents` begins when it skips a corpus's first documents (a shard); ids, `skip` and
+    `max_excerpts` stay those of the whole corpus. Memory holds one chunk of documents.
     """
     pending: list[np.ndarray] = []
     pending_sources: list[tuple[int, int]] = []
-    next_id = 0
-    document = 0
+    document, next_id = start
     done = False
 
     def chunks() -> Iterator[list[str]]:
