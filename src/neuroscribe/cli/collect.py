@@ -110,6 +110,11 @@ def register(subparsers: Any) -> None:
                         help="also write weight-based token summaries (MLP neurons)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bar")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="collect on a Ray cluster: 'auto' joins the local node's cluster, host:port another, "
+                             "nothing starts one on this machine (needs neuroscribe[ray])")
+    parser.add_argument("--shards", type=int, default=4, help="with --ray: at most this many shards (default 4)")
+    parser.add_argument("--gpus-per-shard", type=float, default=0, help="with --ray: GPUs per shard task (default 0)")
     parser.set_defaults(func=run)
 
 
@@ -126,6 +131,11 @@ def build_config(args: argparse.Namespace) -> CollectConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
-    out = collect(config)
+    if args.ray is None:
+        out = collect(config)
+    else:
+        from neuroscribe.datasets.collect.distributed import collect_on_ray
+
+        out = collect_on_ray(config, address=args.ray or None, shards=args.shards, gpus_per_task=args.gpus_per_shard)
     print(f"wrote {out} ({out / 'dataset.json'})", file=sys.stderr)
     return 0

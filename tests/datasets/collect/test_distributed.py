@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import subprocess
 import sys
@@ -13,9 +14,11 @@ from typing import Any
 import pytest
 import torch
 
+from neuroscribe.cli import main
 from neuroscribe.datasets.collect import CollectConfig, collect
 from neuroscribe.datasets.collect.collation import CollationSettings, StreamingCollator
-from neuroscribe.datasets.collect.distributed import SHARDS_DIR, collect_on_ray, plan_shards
+from neuroscribe.datasets.collect.distributed import SHARDS_DIR, collect_on_ray, plan_shards, require_ray
+from neuroscribe.errors import ConfigError
 from ray_cluster import ray_cluster
 
 __all__ = ["ray_cluster"]
@@ -42,10 +45,21 @@ def test_shards_are_aligned_blocks_of_batches(tiny_models: dict[str, Path], text
 def test_four_shards_on_two_workers_write_the_files_of_one_process(ray_cluster: Any, tiny_models: dict[str, Path],
                                                                    text_corpus: Path, tmp_path: Path) -> None:
     single = collect(_config(tiny_models["llama"], text_corpus, tmp_path / "single"))
-    distributed = collect_on_ray(_config(tiny_models["llama"], text_corpus, tmp_path / "ray"), shards=4)
+    fields = _config(tiny_models["llama"], text_corpus, tmp_path / "ray").to_json_obj()
+    toml = tmp_path / "collect.toml"
+    toml.write_text("".join(f"{key} = {json.dumps(fields[key])}\n" for key in (
+        "model", "corpus", "out_dir", "layers", "excerpt_tokens", "batch_size", "top_k", "n_random", "n_quantiles",
+        "n_per_quantile", "quantile_pool", "lookup_tokens", "seed")), encoding="utf-8")
+    assert main(["collect", "--config", str(toml), "--no-progress", "--ray", "--shards", "4"]) == 0
     expected = _files(single)
-    assert len(expected) > 20 and _files(distributed) == expected
-    assert not (distributed / SHARDS_DIR).exists()
+    assert len(expected) > 20 and _files(tmp_path / "ray") == expected
+    assert not (tmp_path / "ray" / SHARDS_DIR).exists()
+
+
+def test_without_ray_the_error_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"pip install 'neuroscribe\[ray\]'"):
+        require_ray()
 
 
 DRIVER = """
@@ -59,6 +73,7 @@ collect_on_ray(CollectConfig(**eval(sys.argv[2])), shards=8)
 """
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_from_its_finished_shards(ray_cluster: Any, tiny_models: dict[str, Path],
                                                           text_corpus: Path, tmp_path: Path) -> None:
     single = collect(_config(tiny_models["llama"], text_corpus, tmp_path / "single"))
