@@ -14,11 +14,14 @@ and the number of such neurons is shown.
 Only 4 of the 10 scoring excerpts are public, so the paper's published scores are not reproducible
 here; per-excerpt comparisons are.
 
-    .venv/bin/python benchmarks/bench_carousel.py                      # lexical, embedding, embedded LLM
+    .venv/bin/python benchmarks/bench_carousel.py                      # lexical, embedding, trained, embedded LLM
+    .venv/bin/python benchmarks/bench_carousel.py --simulators trained:checkpoint=\"/path/to/checkpoint\"
     .venv/bin/python benchmarks/bench_carousel.py --simulators embedding,lexical
     .venv/bin/python benchmarks/bench_carousel.py --simulators all_at_once --llm all --model <hub id or path>
 
 A simulator is `NAME` or `NAME:OPTION=VALUE` (the value read as JSON), e.g. `embedding:lexical=false`.
+`trained` reads the shipped checkpoint by default (trained on synthetic units only: the carousel neurons and
+the puzzles are never training data nor used to choose anything).
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ async def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--base-url", help="for --backend openai: the server's /v1 URL")
     parser.add_argument("--api-key-env", help="for --backend openai: the variable holding the key")
-    parser.add_argument("--simulators", default="lexical,embedding,embedding:lexical=false,all_at_once")
+    parser.add_argument("--simulators", default="lexical,embedding,embedding:lexical=false,trained,all_at_once")
     parser.add_argument("--neurons", type=int, default=12)
     parser.add_argument("--excerpts", type=int, default=4, help="scoring excerpts per neuron (at most 4)")
     parser.add_argument("--max-tokens", type=int, default=64, help="first N tokens of each excerpt")

@@ -189,4 +189,5 @@ def test_simulator_options_are_validated() -> None:
         create_simulator("all_at_once", backend, {"n_worked_examples": 9})
     with pytest.raises(ConfigError, match="Did you mean 'json'"):
         create_simulator("jsn", backend, {})
-    assert SIMULATORS.names() == ["all_at_once", "embedding", "generated_logprobs", "json", "lexical", "one_at_a_time"]
+    assert SIMULATORS.names() == [
+        "all_at_once", "embedding", "generated_logprobs", "json", "lexical", "one_at_a_time", "trained"]

@@ -1,8 +1,9 @@
 """Simulators: predict a unit's activation at every token of an excerpt from an explanation alone.
 
 `SIMULATORS` maps config names to simulator classes; `create_simulator` builds one with options
-validated against its options dataclass. Most ask a model for values on the 0-10 scale; `lexical` and
-`embedding` ask none (a keyword match; a sentence-embedding model's similarity) and order tokens only.
+validated against its options dataclass. Most ask a model for values on the 0-10 scale; `lexical`,
+`embedding` and `trained` ask none (a keyword match; a sentence-embedding model's similarity; a head trained
+over that model's states, `neuroscribe train-simulator`) and order tokens only.
 `calibration.calibrate` maps predictions onto the true activation scale. A new simulator is one module
 plus a registry entry here. `TokenPairSimulator` predicts whether an attention head links a (query, key)
 pair instead; the `attention_simulation` scorer uses it.
@@ -24,6 +25,7 @@ from neuroscribe.simulator.lexical import LexicalOptions, LexicalSimulator
 from neuroscribe.simulator.one_at_a_time import OneAtATimeOptions, OneAtATimeSimulator
 from neuroscribe.simulator.prompts import PromptedSimulator, SimulatorOptions
 from neuroscribe.simulator.token_pair import TokenPairSimulator, TokenPairSimulatorOptions
+from neuroscribe.simulator.trained import TrainedOptions, TrainedSimulator
 
 SIMULATORS: Registry[RegisteredSimulator] = Registry("simulator")
 SIMULATORS.register("all_at_once")(AllAtOnceSimulator)
@@ -32,6 +34,7 @@ SIMULATORS.register("json")(JsonSimulator)
 SIMULATORS.register("generated_logprobs")(GeneratedLogprobsSimulator)
 SIMULATORS.register("lexical")(LexicalSimulator)
 SIMULATORS.register("embedding")(EmbeddingSimulator)
+SIMULATORS.register("trained")(TrainedSimulator)
 
 
 def create_simulator(name: str, backend: Backend, options: Mapping[str, object]) -> Simulator:
@@ -64,6 +67,8 @@ __all__ = [
     "SimulatorOptions",
     "TokenPairSimulator",
     "TokenPairSimulatorOptions",
+    "TrainedOptions",
+    "TrainedSimulator",
     "calibrate",
     "create_simulator",
 ]

@@ -89,37 +89,38 @@ def explanation_embedding(explanation: str) -> torch.Tensor:
     return torch.nn.functional.normalize(states.mean(dim=0), dim=0)
 
 
-def token_cosines(explanation: str, tokens: Sequence[str]) -> list[float]:
-    """Per excerpt token: the mean cosine of its word pieces' states with the explanation's embedding."""
+def token_states(tokens: Sequence[str]) -> torch.Tensor:
+    """Per excerpt token ([tokens, hidden]): the mean of the L2-normalized final states of the word pieces
+    that overlap its characters; zeros for a token the model reads nothing of (such as a blank)."""
     import torch
 
     loaded = sentence_model()
-    target = explanation_embedding(explanation)
     encoded = loaded.tokenizer("".join(tokens), truncation=True, max_length=WINDOW, stride=STRIDE,
                                return_overflowing_tokens=True, return_offsets_mapping=True,
                                return_special_tokens_mask=True, padding=True, return_tensors="pt")
     with torch.inference_mode():
         states = loaded.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
                               token_type_ids=encoded["token_type_ids"]).last_hidden_state
-        cosines = torch.nn.functional.normalize(states, dim=-1) @ target
-    pieces = [(int(start), int(end), float(cosine))
-              for window_offsets, window_cosines, window_special, window_mask
-              in zip(encoded["offset_mapping"], cosines, encoded["special_tokens_mask"], encoded["attention_mask"],
-                     strict=True)
-              for (start, end), cosine, special, attended
-              in zip(window_offsets.tolist(), window_cosines.tolist(), window_special.tolist(),
-                     window_mask.tolist(), strict=True)
-              if attended and not special and end > start]
-    out, position = [], 0
-    for token in tokens:
-        start, position = position, position + len(token)
-        overlapping = [c for s, e, c in pieces if s < position and e > start]
-        out.append(sum(overlapping) / len(overlapping) if overlapping else 0.0)
-    return out
+        states = torch.nn.functional.normalize(states, dim=-1)
+    keep = (encoded["attention_mask"].bool() & ~encoded["special_tokens_mask"].bool()
+            & (encoded["offset_mapping"][..., 1] > encoded["offset_mapping"][..., 0]))
+    spans, pieces = encoded["offset_mapping"][keep], states[keep]
+    ends = torch.tensor([len(t) for t in tokens], dtype=torch.long).cumsum(0)
+    starts = ends - torch.tensor([len(t) for t in tokens], dtype=torch.long)
+    overlap = ((spans[None, :, 0] < ends[:, None]) & (spans[None, :, 1] > starts[:, None])).to(states.dtype)
+    per_token: torch.Tensor = (overlap @ pieces) / overlap.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return per_token
+
+
+def token_cosines(explanation: str, tokens: Sequence[str]) -> list[float]:
+    """Per excerpt token: the mean cosine of its word pieces' states with the explanation's embedding."""
+    return [float(c) for c in (token_states(tokens) @ explanation_embedding(explanation)).tolist()]
 
 
 @functools.cache
-def _worker() -> ThreadPoolExecutor:
+def model_worker() -> ThreadPoolExecutor:
+    """The one thread that runs the sentence model (`THREADS` intra-op threads), shared by its simulators."""
+
     def single_threaded() -> None:
         import torch
 
@@ -149,7 +150,8 @@ class EmbeddingSimulator:
     async def simulate(self, explanation: str, tokens: Sequence[str]) -> SequenceSimulation:
         values: list[float] = []
         if tokens:
-            cosines = await asyncio.get_running_loop().run_in_executor(_worker(), token_cosines, explanation, tokens)
+            loop = asyncio.get_running_loop()
+            cosines = await loop.run_in_executor(model_worker(), token_cosines, explanation, tokens)
             values = [to_scale(c) for c in cosines]
         if self.options.lexical:
             matches = lexical_matches(explanation, tokens)
