@@ -88,8 +88,8 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "top_k": ("--top-k", int, "top-activating excerpts per unit (default 50)"),
     "n_random": ("--n-random", int, "random excerpts per unit (default 50)"),
     "lookup_tokens": ("--lookup-tokens", int, "tokens in the look-up table (default 50; 0 disables)"),
-    "sae_path": ("--sae", str, "autoencoder weights for autoencoder_latent units"),
-    "sae_hook": ("--sae-hook", str, "resid_post (default), mlp_out or mlp_in"),
+    "sae_path": ("--sae", str, "autoencoder folder or file (SAELens, sparsify, OpenAI .pt, .npz)"),
+    "sae_hook": ("--sae-hook", str, "resid_post (default), resid_pre, attn_out, mlp_out, mlp_in or blocks.L.hook_..."),
     "seed": ("--seed", int, "seed of every random choice (default 0)"),
     "device": ("--device", str, "torch device (default cpu)"),
 }

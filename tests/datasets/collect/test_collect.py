@@ -180,8 +180,22 @@ def test_autoencoder_latents(tiny_models: dict[str, Path], text_corpus: Path, tm
     ids = torch.tensor([tokenizer.convert_tokens_to_ids(tokenizer.tokenize("".join(top.tokens)))])
     with torch.no_grad():
         residual = model(input_ids=ids, output_hidden_states=True).hidden_states[2][0]  # after layer 1
-    expected = torch.relu((residual - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"])[:, 3]
+    # a bare tensor file follows Gemma Scope: b_dec belongs to the decoder and is not subtracted
+    expected = torch.relu(residual @ weights["W_enc"] + weights["b_enc"])[:, 3]
     torch.testing.assert_close(torch.tensor(top.activations), expected, atol=6e-5, rtol=0)
+
+
+def test_transformer_lens_hook_names_are_aliases() -> None:
+    from neuroscribe.datasets.collect.config import parse_hook
+
+    assert parse_hook("blocks.6.hook_resid_post") == (6, "resid_post")
+    assert parse_hook("blocks.0.mlp.hook_post") == (0, "mlp_in")
+    assert parse_hook("attn_out") == (None, "attn_out")
+    with pytest.raises(ConfigError, match=r"blocks\.6\.hook_z"):
+        parse_hook("blocks.6.hook_z")
+    with pytest.raises(ConfigError, match="names layer 6 but `layers` is \\[1\\]"):
+        CollectConfig(out_dir=Path("x"), unit_kind=UnitKind.AUTOENCODER_LATENT, layers=(1,), sae_path=Path("s"),
+                      sae_hook="blocks.6.hook_resid_post")
 
 
 def test_same_seed_gives_identical_files(tiny_models: dict[str, Path], text_corpus: Path, tmp_path: Path) -> None:

@@ -65,7 +65,9 @@ def collate_batch(subject: SubjectModel, probes: Sequence[Probe], collators: Seq
 
 def _probe(config: CollectConfig, subject: SubjectModel, layer: int) -> tuple[Probe, int]:
     """A probe reading every unit of `layer`, and how many units that is."""
-    from .subject import AttentionHeadProbe, AutoencoderProbe, MLPNeuronProbe, SparseAutoencoder
+    from .autoencoders import load_autoencoder
+    from .config import parse_hook
+    from .subject import AttentionHeadProbe, AutoencoderProbe, MLPNeuronProbe
 
     if config.unit_kind is UnitKind.MLP_NEURON:
         return MLPNeuronProbe(layer), subject.mlp_width(layer)
@@ -73,9 +75,10 @@ def _probe(config: CollectConfig, subject: SubjectModel, layer: int) -> tuple[Pr
         subject.attention(layer)  # fail early on an unknown layout
         return AttentionHeadProbe(layer), subject.attention_shape()[0]
     assert config.sae_path is not None
-    d_in = subject.mlp_width(layer) if config.sae_hook == "mlp_in" else subject.hidden_size
-    autoencoder = SparseAutoencoder.load(config.sae_path, d_in).to(subject.device)
-    return AutoencoderProbe(layer, autoencoder, config.sae_hook), int(autoencoder.w_enc.shape[1])
+    hook = parse_hook(config.sae_hook)[1]
+    d_in = subject.mlp_width(layer) if hook == "mlp_in" else subject.hidden_size
+    autoencoder = load_autoencoder(config.sae_path, d_in, subject.device)
+    return AutoencoderProbe(layer, autoencoder, hook), autoencoder.n_latents
 
 
 def _plan(config: CollectConfig, subject: SubjectModel) -> _Plan:

@@ -11,9 +11,26 @@ from pathlib import Path
 from neuroscribe.errors import ConfigError
 from neuroscribe.records import UnitKind
 
-SAE_HOOKS = ("resid_post", "mlp_out", "mlp_in")
-"""Where an autoencoder reads the subject model: a layer's output (residual stream), its MLP's output,
-or the MLP neurons themselves (the input of the down projection)."""
+SAE_HOOKS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_in")
+"""Where an autoencoder reads the subject model: the residual stream entering or leaving a layer, the
+attention or MLP block's output (before it joins the residual stream), or the MLP neurons themselves (the
+input of the down projection)."""
+
+TRANSFORMER_LENS_HOOKS = {"hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post",
+                          "hook_attn_out": "attn_out", "hook_mlp_out": "mlp_out", "mlp.hook_post": "mlp_in"}
+"""TransformerLens names (`blocks.L.<name>`) accepted for `sae_hook`; `mlp.hook_post` is the MLP neurons."""
+
+
+def parse_hook(name: str) -> tuple[int | None, str]:
+    """(layer the name fixes or None, one of SAE_HOOKS) for `resid_post` or `blocks.6.hook_resid_post`."""
+    if name in SAE_HOOKS:
+        return None, name
+    head, _, rest = name.partition(".")
+    layer, _, point = rest.partition(".")
+    if head == "blocks" and layer.isdigit() and point in TRANSFORMER_LENS_HOOKS:
+        return int(layer), TRANSFORMER_LENS_HOOKS[point]
+    raise ConfigError(f"collect: unknown `sae_hook` {name!r}; valid: {', '.join(SAE_HOOKS)}, or blocks.L.NAME with "
+                      f"NAME one of {', '.join(TRANSFORMER_LENS_HOOKS)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,9 +85,11 @@ class CollectConfig:
     weight_summaries: bool = False
     """Also write weight-based token summaries (MLP neurons only; see `neuroscribe.datasets.weights`)."""
     sae_path: Path | None = None
-    """Autoencoder weights (.safetensors, .pt or .npz with W_enc, b_enc and optionally b_dec, threshold)."""
+    """An autoencoder or transcoder in a known layout (`autoencoders.formats`): a SAELens or sparsify folder,
+    an OpenAI sparse_autoencoder `.pt`, a Gemma Scope `params.npz` or a file with W_enc and b_enc."""
     sae_hook: str = "resid_post"
-    """Where the autoencoder reads the model: one of SAE_HOOKS."""
+    """Where the autoencoder (a transcoder: its input) reads the model: one of SAE_HOOKS, or a
+    TransformerLens name such as `blocks.6.hook_resid_post` (its layer must be the one in `layers`)."""
     seed: int = 0
     """Seeds every random choice (document order, random samples)."""
     checkpoint_every: int = 1024
@@ -118,8 +137,10 @@ class CollectConfig:
         if self.unit_kind is not UnitKind.AUTOENCODER_LATENT and self.sae_path is not None:
             raise ConfigError(f"collect: `sae_path` is only used with unit_kind = 'autoencoder_latent', "
                               f"not {self.unit_kind.value!r}")
-        if self.sae_hook not in SAE_HOOKS:
-            raise ConfigError(f"collect: unknown `sae_hook` {self.sae_hook!r}; valid: {', '.join(SAE_HOOKS)}")
+        hook_layer, _point = parse_hook(self.sae_hook)
+        if hook_layer is not None and tuple(self.layers) != (hook_layer,):
+            raise ConfigError(f"collect: `sae_hook` {self.sae_hook!r} names layer {hook_layer} but `layers` is "
+                              f"{list(self.layers)}; make them agree")
         if self.unit_kind is UnitKind.AUTOENCODER_LATENT and len(self.layers) != 1:
             raise ConfigError("collect: an autoencoder reads one layer; give exactly one entry in `layers`")
         if self.weight_summaries and self.unit_kind is not UnitKind.MLP_NEURON:

@@ -7,8 +7,8 @@ per-architecture model rewrite:
   activation after the nonlinearity and, for gated MLPs, after the gate multiplies the up projection.
 - Attention heads: for query q and key k <= q, `A[h, q, k] * || v_k^h W_O^h ||`, the norm of what head h
   writes into position q from position k (needs the eager attention implementation for `A`).
-- Autoencoder latents: `relu((x - b_dec) @ W_enc + b_enc)` (JumpReLU when a threshold is given) on the
-  residual stream after a layer, on the MLP output, or on the MLP neurons.
+- Autoencoder latents: a published autoencoder's encoder (see `autoencoders`) on the residual stream
+  before or after a layer, the attention or MLP output, or the MLP neurons.
 
 `SubjectModel.stream` raises out of the last needed layer, so later layers and the unembedding never run.
 """
@@ -19,16 +19,17 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 
-from neuroscribe.errors import ConfigError, DataError
+from neuroscribe.errors import ConfigError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from .autoencoders import Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -143,95 +144,36 @@ class AttentionHeadProbe:
         return selected
 
 
-@dataclass(frozen=True)
-class SparseAutoencoder:
-    """Encoder of a sparse autoencoder: latents = act((x - b_dec) @ W_enc + b_enc)."""
-
-    w_enc: torch.Tensor  # [d_in, n_latents]
-    b_enc: torch.Tensor
-    b_dec: torch.Tensor | None
-    threshold: torch.Tensor | None
-
-    @classmethod
-    def load(cls, path: Path, d_in: int) -> SparseAutoencoder:
-        tensors = _load_tensors(path)
-        missing = {"W_enc", "b_enc"} - tensors.keys()
-        if missing:
-            raise DataError(f"{path}: autoencoder weights lack {sorted(missing)} (has {sorted(tensors)}); "
-                            "expected W_enc [d_in, n_latents], b_enc [n_latents], optional b_dec, threshold")
-        w_enc = tensors["W_enc"].float()
-        if w_enc.shape[0] != d_in and w_enc.shape[1] == d_in:
-            w_enc = w_enc.T
-        if w_enc.shape[0] != d_in:
-            raise DataError(f"{path}: W_enc has shape {tuple(w_enc.shape)} but the hooked activation has {d_in} "
-                            "features; check `sae_hook` and the layer")
-
-        def optional(name: str) -> torch.Tensor | None:
-            return tensors[name].float() if name in tensors else None
-
-        return cls(w_enc=w_enc.contiguous(), b_enc=tensors["b_enc"].float(), b_dec=optional("b_dec"),
-                   threshold=optional("threshold"))
-
-    def to(self, device: torch.device) -> SparseAutoencoder:
-        def moved(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else tensor.to(device)
-
-        return SparseAutoencoder(w_enc=self.w_enc.to(device), b_enc=self.b_enc.to(device), b_dec=moved(self.b_dec),
-                                 threshold=moved(self.threshold))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        if self.b_dec is not None:
-            x = x - self.b_dec
-        pre = x @ self.w_enc + self.b_enc
-        if self.threshold is not None:
-            return torch.where(pre > self.threshold, pre, torch.zeros_like(pre))
-        return torch.relu(pre)
-
-
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    import numpy as np
-
-    if not path.is_file():
-        raise DataError(f"autoencoder weights file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return dict(load_file(str(path)))
-        if path.suffix == ".npz":
-            with np.load(path) as archive:
-                return {name: torch.from_numpy(archive[name]) for name in archive.files}
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise DataError(f"cannot read autoencoder weights {path}: {error}") from error
-    if not isinstance(loaded, dict):
-        raise DataError(f"{path}: expected a dict of tensors, found {type(loaded).__name__}")
-    return {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
-
-
 @dataclass
 class AutoencoderProbe:
+    """Latents of an autoencoder (or transcoder) reading `hook` of `layer` (see `HOOK_POINTS`)."""
+
     layer: int
-    autoencoder: SparseAutoencoder
+    autoencoder: Encoder
     hook: str
     indices: torch.Tensor | None = None
     _captured: torch.Tensor | None = field(default=None, repr=False)
 
     def attach(self, subject: SubjectModel) -> list[torch.utils.hooks.RemovableHandle]:
-        def keep_input(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            self._captured = inputs[0]
+        def keep_input(_module: nn.Module, args: tuple[torch.Tensor, ...], kwargs: dict[str, object]) -> None:
+            self._captured = args[0] if args else kwargs["hidden_states"]  # type: ignore[assignment]
 
         def keep_output(_module: nn.Module, _inputs: object, output: object) -> None:
             self._captured = output[0] if isinstance(output, tuple) else output  # type: ignore[assignment]
 
         if self.hook == "mlp_in":
-            return [subject.mlp_output_projection(self.layer).register_forward_pre_hook(keep_input)]
-        module = subject.mlp(self.layer) if self.hook == "mlp_out" else subject.layers[self.layer]
+            module = subject.mlp_output_projection(self.layer)
+        elif self.hook == "resid_pre":
+            module = subject.layers[self.layer]
+        else:
+            module = {"mlp_out": subject.mlp, "attn_out": subject.attention}.get(self.hook, subject._layer)(self.layer)
+        if self.hook in ("mlp_in", "resid_pre"):
+            return [module.register_forward_pre_hook(keep_input, with_kwargs=True)]
         return [module.register_forward_hook(keep_output)]
 
     def read(self) -> torch.Tensor:
         assert self._captured is not None
-        latents = self.autoencoder.encode(self._captured.float())
+        latents = self.autoencoder.encode(self._captured)
         return latents if self.indices is None else latents.index_select(-1, self.indices)
 
 
