@@ -1,9 +1,10 @@
 """Fault injection: run an experiment N times with one random fault each, resume, compare with a clean run.
 
-Faults, drawn with the seed: `kill` (SIGKILL of `neuroscribe run` at a random moment), `torn` (a finished
-run's results or outcome file gets a line cut mid-JSON, or a middle line garbled), `cache` (a kill, then
-garbage over the middle of the response cache), `disk` (the run directory on a tmpfs too small for it,
-grown after the failure; needs root to mount, otherwise drawn as `kill`). After the fault the same command
+Faults, drawn with the seed: `kill` (SIGKILL of `neuroscribe run` once a random number of results is
+written), `torn` (a finished run's results or outcome file gets a line cut mid-JSON, or a middle line
+garbled), `cache` (a kill, then garbage over the middle of the response cache), `disk` (the run
+directory on a tmpfs too small for it, grown after the failure; needs root to mount, otherwise drawn as
+`kill`). After the fault the same command
 runs again until it exits 0 (at most 3 times), and every method's results are compared, unit by unit,
 with an uninterrupted run: lost (a unit missing), duplicated (a unit with more than one results line) and
 wrong (a result that differs beyond float rounding: see `TOLERANCE`; the quickstart also measures how far
@@ -77,17 +78,27 @@ def run(config: Path, out: Path, extra: list[str]) -> subprocess.CompletedProces
                           check=False, timeout=3600)
 
 
-def killed_part_way(config: Path, out: Path, extra: list[str], seconds: float, rng: random.Random) -> str:
+def results_written(out: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in (out / "results").glob("*.jsonl"))
+
+
+def killed_part_way(config: Path, out: Path, extra: list[str], n_results: int, gap: float,
+                    rng: random.Random) -> str:
+    """SIGKILL once a drawn number of results is written, then up to half the mean `gap` between results
+    later: drawn from the run's progress, not from wall time, so a loaded machine cannot push the kill
+    past the end of the run."""
     process = subprocess.Popen(command(config, out, extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=environment())
-    delay = rng.uniform(0.05, 0.95) * seconds
+    target, jitter = rng.randrange(1, n_results), rng.uniform(0.0, gap / 2)
+    while process.poll() is None and results_written(out) < target:
+        time.sleep(0.02)
     try:
-        process.wait(timeout=delay)
-        return f"finished before the kill at {delay:.1f} s"
+        process.wait(timeout=jitter)
+        return f"finished before the kill after {target} of {n_results} results"
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGKILL)
         process.wait()
-        return f"SIGKILL at {delay:.1f} s"
+        return f"SIGKILL after {results_written(out)} of {n_results} results (drawn {target}, +{jitter:.2f} s)"
 
 
 def tear(out: Path, rng: random.Random) -> str:
@@ -234,7 +245,7 @@ def main() -> None:
                 first = run(config, out, extra)
                 detail = tear(out, rng)
             else:
-                detail = killed_part_way(config, out, extra, baseline_seconds, rng)
+                detail = killed_part_way(config, out, extra, n_results, baseline_seconds / n_results, rng)
                 if fault == "cache":
                     detail += "; " + corrupt_cache(out, rng)
         resumes = 0
