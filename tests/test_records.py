@@ -309,3 +309,12 @@ def test_token_pair_record_reads_pairs_and_checks_its_size() -> None:
 def test_pair_index_enumerates_every_pair_once(n_tokens: int) -> None:
     indices = [pair_index(q, k) for q in range(n_tokens) for k in range(q + 1)]
     assert indices == list(range(n_pairs(n_tokens)))
+
+
+def test_sae_latent_is_read_as_autoencoder_latent() -> None:
+    from neuroscribe.records import UnitKind
+
+    assert UnitKind("sae_latent") is UnitKind.AUTOENCODER_LATENT
+    assert UnitKind("sae_latent").value == "autoencoder_latent"  # written under our name
+    with pytest.raises(ValueError):
+        UnitKind("latent")

@@ -21,6 +21,11 @@ class UnitKind(StrEnum):
     ATTENTION_HEAD = "attention_head"
     AUTOENCODER_LATENT = "autoencoder_latent"
 
+    @classmethod
+    def _missing_(cls, value: object) -> UnitKind | None:
+        """'sae_latent', as much of the field names them, reads as autoencoder latents (written as ours)."""
+        return cls.AUTOENCODER_LATENT if value == "sae_latent" else None
+
 
 class Evidence(StrEnum):
     """What a component may declare it needs about a unit; the runner builds only what is declared.

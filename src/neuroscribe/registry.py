@@ -93,9 +93,10 @@ def build_options(options_cls: type[T], options: Mapping[str, object], where: st
 def _enum_member(value: object, hint: object) -> object:
     """A TOML string naming a member of an enum option (e.g. unit_kind = "attention_head") as that member."""
     if isinstance(hint, type) and issubclass(hint, enum.Enum) and not isinstance(value, hint):
-        for member in hint:
-            if member.value == value:
-                return member
+        try:
+            return hint(value)  # a member's value, or an alias the enum accepts (`_missing_`)
+        except ValueError:
+            return value
     return value
 
 

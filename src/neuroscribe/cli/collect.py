@@ -47,6 +47,10 @@ def _coerce(name: str, value: object, source: str) -> object:
                               f"{', '.join(k.value for k in UnitKind)}") from None
     if name in {"out_dir", "sae_path"}:
         return Path(str(value))
+    if name == "saes":  # [[collect.saes]] tables, checked by CollectConfig
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: `saes` must be a list of tables ([[collect.saes]])")
+        return tuple(value)
     default = _FIELDS[name].default
     expected = bool if isinstance(default, bool) else int if isinstance(default, int) or name == "max_tokens" else str
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):

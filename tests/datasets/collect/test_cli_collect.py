@@ -79,3 +79,30 @@ def test_collect_embedded_model_and_corpus(embedded_checkpoint: Path, tmp_path: 
     assert len(record.most_positive_activation_records) == 8 and len(record.random_sample) == 5
     assert all(len(r.tokens) == 64 for r in record.random_sample)
     assert record.max_activation > 0 and record.variance is not None and record.variance > 0
+
+
+def test_several_autoencoders_from_toml_tables(tmp_path: Path) -> None:
+    from neuroscribe.cli.collect import load_config_values
+    from neuroscribe.datasets.collect import CollectConfig
+    from neuroscribe.records import UnitKind
+
+    config = tmp_path / "collect.toml"
+    config.write_text("""
+[collect]
+out_dir = "dataset"
+unit_kind = "sae_latent"
+
+[[collect.saes]]
+id = "res3"
+path = "saes/res3"
+hook = "blocks.3.hook_resid_post"
+
+[[collect.saes]]
+id = "mlp5"
+path = "saes/mlp5.npz"
+hook = "mlp_out"
+layer = 5
+""")
+    built = CollectConfig(**load_config_values(config))  # type: ignore[arg-type]
+    assert built.unit_kind is UnitKind.AUTOENCODER_LATENT and built.layers == (3, 5)
+    assert [(s.id, s.point, s.layer) for s in built.saes] == [("res3", "resid_post", 3), ("mlp5", "mlp_out", 5)]

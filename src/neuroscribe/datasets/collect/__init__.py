@@ -3,6 +3,8 @@
 `collect(config)` streams a corpus through the subject model once, collating every requested unit of a
 layer at once as soon as that layer has run (see `collation`), checkpoints every `checkpoint_every`
 excerpts so a killed run resumes where it stopped, and writes a local dataset directory (see `writer`).
+With several autoencoders (`saes`), all are read in that one pass, each written as its own dataset
+`out_dir/<id>`, and `out_dir/autoencoders.json` (written last) lists them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from neuroscribe.errors import ConfigError, DataError
 from neuroscribe.records import UnitKind
 from neuroscribe.serialization import atomic_write_bytes
 
-from .config import CollectConfig
+from .config import AutoencoderSpec, CollectConfig
 
 if TYPE_CHECKING:
     from .collation import CollationResult, StreamingCollator
@@ -32,11 +34,13 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = ".collect-state.pt"
 """Checkpoint of an unfinished collection inside the output directory; removed when it completes."""
+AUTOENCODERS_INDEX = "autoencoders.json"
+"""With `saes`: the list of the autoencoders' datasets in the output directory (written last: marks completion)."""
 STATE_VERSION = 3
 """Format of the checkpoint (2: excerpt sources and per-unit samples; 3: mergeable shard states); another one
 is refused, never misread."""
 
-__all__ = ["CollectConfig", "collate_batch", "collect"]
+__all__ = ["AutoencoderSpec", "CollectConfig", "collate_batch", "collect"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,19 @@ class _Plan:
     probes: list[Probe]
     indices: list[list[int]]  # per probe, the units of its layer it reads
     n_positions: int
+    saes: list[AutoencoderSpec | None]  # per probe, the `saes` entry it reads (None without `saes`)
+
+    @property
+    def stop_layer(self) -> int:
+        """The deepest layer a probe reads: the forward pass stops after it."""
+        return max(probe.layer for probe in self.probes)
+
+    def parts(self) -> list[tuple[AutoencoderSpec | None, _Plan, list[int]]]:
+        """(autoencoder, its probes, their numbers) per dataset to write: one per `saes` entry, else one."""
+        if self.saes[0] is None:
+            return [(None, self, list(range(len(self.probes))))]
+        return [(sae, _Plan([self.probes[n]], [self.indices[n]], self.n_positions, [sae]), [n])
+                for n, sae in enumerate(self.saes)]
 
     @property
     def units(self) -> list[tuple[int, int]]:
@@ -63,8 +80,9 @@ def collate_batch(subject: SubjectModel, probes: Sequence[Probe], collators: Seq
                    lambda number, values: collators[number].update(values, token_ids, excerpt_ids, sources))
 
 
-def _probe(config: CollectConfig, subject: SubjectModel, layer: int) -> tuple[Probe, int]:
-    """A probe reading every unit of `layer`, and how many units that is."""
+def _probe(config: CollectConfig, subject: SubjectModel, layer: int,
+           sae: AutoencoderSpec | None) -> tuple[Probe, int]:
+    """A probe reading every unit of `layer` (of autoencoder `sae`, with `saes`), and how many units that is."""
     from .autoencoders import load_autoencoder
     from .config import parse_hook
     from .subject import AttentionHeadProbe, AutoencoderProbe, MLPNeuronProbe
@@ -74,10 +92,16 @@ def _probe(config: CollectConfig, subject: SubjectModel, layer: int) -> tuple[Pr
     if config.unit_kind is UnitKind.ATTENTION_HEAD:
         subject.attention(layer)  # fail early on an unknown layout
         return AttentionHeadProbe(layer), subject.attention_shape()[0]
-    assert config.sae_path is not None
-    hook = parse_hook(config.sae_hook)[1]
+    path, hook = (sae.path, sae.point) if sae is not None else (config.sae_path, parse_hook(config.sae_hook)[1])
+    assert path is not None
+    subject.mlp(layer)  # a layer the model has
     d_in = subject.mlp_width(layer) if hook == "mlp_in" else subject.hidden_size
-    autoencoder = load_autoencoder(config.sae_path, d_in, subject.device)
+    try:
+        autoencoder = load_autoencoder(path, d_in, subject.device)
+    except DataError as error:
+        if sae is None:
+            raise
+        raise DataError(f"collect: `saes` entry {sae.id!r} ({hook} of layer {layer}): {error}") from None
     return AutoencoderProbe(layer, autoencoder, hook), autoencoder.n_latents
 
 
@@ -86,11 +110,14 @@ def _plan(config: CollectConfig, subject: SubjectModel) -> _Plan:
 
     probes: list[Probe] = []
     probe_indices: list[list[int]] = []
-    for layer in config.layers:
-        probe, width = _probe(config, subject, layer)
+    targets: list[tuple[int, AutoencoderSpec | None]] = [(sae.layer, sae) for sae in config.saes
+                                                         if sae.layer is not None]
+    for layer, sae in targets or [(layer, None) for layer in config.layers]:
+        probe, width = _probe(config, subject, layer, sae)
         indices = list(config.indices) if config.indices is not None else list(range(width))
         if max(indices) >= width:
-            raise ConfigError(f"unit index {max(indices)} does not exist: layer {layer} of {config.model} has "
+            where = f"layer {layer} of {config.model}" if sae is None else f"autoencoder {sae.id!r} ({sae.path})"
+            raise ConfigError(f"unit index {max(indices)} does not exist: {where} has "
                               f"{width} {config.unit_kind.value}s (indices 0..{width - 1})")
         if config.indices is not None:
             probe.indices = torch.tensor(indices, device=subject.device)
@@ -98,7 +125,7 @@ def _plan(config: CollectConfig, subject: SubjectModel) -> _Plan:
         probe_indices.append(indices)
     t = config.excerpt_tokens
     n_positions = t * (t + 1) // 2 if config.unit_kind is UnitKind.ATTENTION_HEAD else t
-    return _Plan(probes, probe_indices, n_positions)
+    return _Plan(probes, probe_indices, n_positions, [sae for _, sae in targets] or [None] * len(probes))
 
 
 def _package_version() -> str:
@@ -121,7 +148,7 @@ def _short_samples(config: CollectConfig, results: list[CollationResult]) -> dic
 
 
 def _manifest(config: CollectConfig, plan: _Plan, corpus: str, results: list[CollationResult],
-              seconds: float) -> dict[str, object]:
+              seconds: float, sae: AutoencoderSpec | None) -> dict[str, object]:
     indices = {probe.layer: unit_indices for probe, unit_indices in zip(plan.probes, plan.indices, strict=True)}
     short = _short_samples(config, results)
     if any(short.values()):
@@ -146,6 +173,7 @@ def _manifest(config: CollectConfig, plan: _Plan, corpus: str, results: list[Col
         "has_token_lookup": any(result.lookup_token_ids is not None for result in results),
         "has_weight_summaries": config.weight_summaries,
         "has_excerpt_sources": True,
+        **({"autoencoder": sae.to_json_obj()} if sae is not None else {}),
         "units_with_short_samples": short,
         "config": config.to_json_obj(),
         "config_fingerprint": config.fingerprint(),
@@ -159,7 +187,7 @@ def already_collected(config: CollectConfig) -> bool:
     """Whether `config.out_dir` holds this collection, finished; refuses a directory holding another one."""
     from .writer import MANIFEST
 
-    manifest_path = config.out_dir / MANIFEST
+    manifest_path = config.out_dir / (AUTOENCODERS_INDEX if config.saes else MANIFEST)
     if not manifest_path.is_file():
         return False
     existing = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -188,31 +216,43 @@ def new_collators(config: CollectConfig, subject: SubjectModel) -> tuple[_Plan, 
     )  # fmt: skip
     collators = [StreamingCollator(settings, n_units=len(indices), n_positions=plan.n_positions,
                                    excerpt_tokens=config.excerpt_tokens, vocab_size=subject.vocab_size,
-                                   unit_ids=[unit_id(probe.layer, index) for index in indices])
-                 for probe, indices in zip(plan.probes, plan.indices, strict=True)]
+                                   unit_ids=[unit_id(probe.layer, index, sae.id if sae else "") for index in indices])
+                 for probe, indices, sae in zip(plan.probes, plan.indices, plan.saes, strict=True)]
     return plan, collators
 
 
 def write_dataset(config: CollectConfig, subject: SubjectModel, plan: _Plan, collators: Sequence[StreamingCollator],
                   corpus: str, started: float) -> None:
-    """Finalize the collators and write the records, the optional weight summaries and the manifest (last)."""
+    """Finalize the collators and write the records, the optional weight summaries and the manifest (last);
+    with `saes`, one dataset per autoencoder and then the index of them."""
     from tqdm import tqdm
 
     from .writer import MANIFEST, RecordBuilder, write_file, write_unit
 
     results = [collator.finalize() for collator in collators]
+    index: dict[str, object] = {}
     with tqdm(total=len(plan.units), desc="write records", unit="unit", disable=not config.progress) as bar:
-        for probe, indices, result in zip(plan.probes, plan.indices, results, strict=True):
-            builder = RecordBuilder(result, subject.token_strings, config.unit_kind)
-            for column, index in enumerate(indices):
-                write_unit(config.out_dir, builder, column, probe.layer, index)
-                bar.update()
-    if config.weight_summaries:
-        from neuroscribe.datasets.weights import write_weight_summaries
+        for sae, part, numbers in plan.parts():
+            root = config.out_dir if sae is None else config.out_dir / sae.id
+            part_results = [results[n] for n in numbers]
+            for probe, indices, result in zip(part.probes, part.indices, part_results, strict=True):
+                builder = RecordBuilder(result, subject.token_strings, config.unit_kind)
+                for column, unit_index in enumerate(indices):
+                    write_unit(root, builder, column, probe.layer, unit_index)
+                    bar.update()
+            if config.weight_summaries:
+                from neuroscribe.datasets.weights import write_weight_summaries
 
-        write_weight_summaries(subject.model, plan.units, config.out_dir, subject.token_strings)
-    manifest = _manifest(config, plan, corpus, results, time.monotonic() - started)
-    write_file(config.out_dir / MANIFEST, json.dumps(manifest, indent=2))
+                write_weight_summaries(subject.model, part.units, root, subject.token_strings)
+            manifest = _manifest(config, part, corpus, part_results, time.monotonic() - started, sae)
+            write_file(root / MANIFEST, json.dumps(manifest, indent=2))
+            if sae is not None:
+                index[sae.id] = {**sae.to_json_obj(), "dataset": sae.id, "n_units": manifest["n_units"]}
+    if index:
+        write_file(config.out_dir / AUTOENCODERS_INDEX, json.dumps({
+            "format": "neuroscribe-autoencoder-collection", "format_version": 1, "subject_model": config.model,
+            "autoencoders": index, "config": config.to_json_obj(), "config_fingerprint": config.fingerprint(),
+        }, indent=2))
 
 
 def collect(config: CollectConfig) -> Path:
@@ -255,7 +295,7 @@ def collect(config: CollectConfig) -> Path:
     corpus = open_corpus(config.corpus, text_field=config.text_field, split=config.split,
                          shuffle=config.shuffle_documents, seed=config.seed)
     probes = plan.probes
-    stop_layer = max(config.layers)
+    stop_layer = plan.stop_layer
     if not finished:
         def tokenize(texts: list[str]) -> list[list[int]]:
             return subject.tokenizer(texts, add_special_tokens=False)["input_ids"]  # type: ignore[no-any-return]

@@ -31,6 +31,7 @@ share a document with the unit's top excerpts.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,9 +81,11 @@ def unit_keys(seed: int, excerpt_ids: torch.Tensor, unit_ids: torch.Tensor) -> t
     return _unit_interval(_splitmix64(_excerpt_bits(seed, excerpt_ids)[:, None] ^ units[None, :]))
 
 
-def unit_id(layer: int, index: int) -> int:
-    """The id that keys a unit's samples: a unit's samples do not depend on which other units are collected."""
-    return layer << 32 | index
+def unit_id(layer: int, index: int, sae: str = "") -> int:
+    """The id that keys a unit's samples: a unit's samples do not depend on which other units are collected.
+    Latents of autoencoders with an id (`saes`) add a hash of it, so two autoencoders on one layer draw apart."""
+    salt = 0 if not sae else (int.from_bytes(hashlib.sha256(sae.encode()).digest()[:2], "big") + 1) << 40
+    return salt | layer << 32 | index
 
 
 @dataclass(frozen=True, kw_only=True)

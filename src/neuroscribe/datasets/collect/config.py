@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,67 @@ def parse_hook(name: str) -> tuple[int | None, str]:
         return int(layer), TRANSFORMER_LENS_HOOKS[point]
     raise ConfigError(f"collect: unknown `sae_hook` {name!r}; valid: {', '.join(SAE_HOOKS)}, or blocks.L.NAME with "
                       f"NAME one of {', '.join(TRANSFORMER_LENS_HOOKS)}")
+
+
+SAE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+"""What an autoencoder id may be: it names a folder and appears in unit references (`ID:LAYER/INDEX`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutoencoderSpec:
+    """One autoencoder of a collection (a `[[collect.saes]]` entry): all of them are read in one forward pass."""
+
+    id: str
+    """Names its latents: their dataset is `out_dir/<id>` and their unit references `<id>:LAYER/INDEX`."""
+    path: Path
+    """The autoencoder, in any layout `sae_path` accepts."""
+    hook: str = "resid_post"
+    """Where it reads the model, as `sae_hook`."""
+    layer: int | None = None
+    """The layer it reads; None takes the one a TransformerLens `hook` names, else the only entry of `layers`."""
+
+    @property
+    def point(self) -> str:
+        """The hook point, one of SAE_HOOKS."""
+        return parse_hook(self.hook)[1]
+
+    def to_json_obj(self) -> dict[str, object]:
+        return {"id": self.id, "path": str(self.path), "hook": self.hook, "layer": self.layer}
+
+
+def _autoencoder_spec(value: object, where: str, layers: tuple[int, ...]) -> AutoencoderSpec:
+    """An entry of `saes` (a table or an AutoencoderSpec) checked, with its layer resolved."""
+    if isinstance(value, AutoencoderSpec):
+        value = value.to_json_obj()
+    if not isinstance(value, dict):
+        raise ConfigError(f"collect: `{where}` must be a table with `id`, `path` and `hook`, got {value!r}")
+    valid = [f.name for f in dataclasses.fields(AutoencoderSpec)]
+    unknown = sorted(set(value) - set(valid))
+    if unknown or "id" not in value or "path" not in value:
+        raise ConfigError(f"collect: `{where}` needs `id` and `path` (valid keys: {', '.join(valid)}); "
+                          f"got keys {sorted(value)}")
+    sae_id, layer, hook = value["id"], value.get("layer"), value.get("hook", "resid_post")
+    if not isinstance(sae_id, str) or not SAE_ID.fullmatch(sae_id):
+        raise ConfigError(f"collect: `{where}.id` {sae_id!r} must be letters, digits, '_', '.' or '-' "
+                          "(it names a folder), starting with a letter or digit")
+    if not isinstance(hook, str):
+        raise ConfigError(f"collect: `{where}.hook` must be a string, got {hook!r}")
+    if layer is not None and (not isinstance(layer, int) or isinstance(layer, bool) or layer < 0):
+        raise ConfigError(f"collect: `{where}.layer` must be a non-negative integer, got {layer!r}")
+    try:
+        hook_layer, _point = parse_hook(hook)
+    except ConfigError as error:
+        raise ConfigError(f"{error} (in `{where}.hook`)") from None
+    if layer is not None and hook_layer is not None and layer != hook_layer:
+        raise ConfigError(f"collect: `{where}` ({sae_id!r}): `hook` {hook!r} names layer {hook_layer} but `layer` "
+                          f"is {layer}; make them agree")
+    layer = layer if layer is not None else hook_layer
+    if layer is None:
+        if len(layers) != 1:
+            raise ConfigError(f"collect: `{where}` ({sae_id!r}) names no layer; give `layer`, a hook name such as "
+                              f"'blocks.3.hook_resid_post', or exactly one entry in `layers`")
+        layer = layers[0]
+    return AutoencoderSpec(id=sae_id, path=Path(str(value["path"])), hook=hook, layer=layer)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +152,10 @@ class CollectConfig:
     sae_hook: str = "resid_post"
     """Where the autoencoder (a transcoder: its input) reads the model: one of SAE_HOOKS, or a
     TransformerLens name such as `blocks.6.hook_resid_post` (its layer must be the one in `layers`)."""
+    saes: tuple[AutoencoderSpec, ...] = ()
+    """Several autoencoders read in one forward pass (`[[collect.saes]]` tables with `id`, `path`, `hook` and
+    optional `layer`), instead of `sae_path`: each is collated in the same streaming pass and written as its
+    own dataset `out_dir/<id>`; `layers` becomes the layers they read."""
     seed: int = 0
     """Seeds every random choice (document order, random samples)."""
     checkpoint_every: int = 1024
@@ -132,16 +198,18 @@ class CollectConfig:
             raise ConfigError(
                 f"collect: `max_tokens` ({self.max_tokens}) is below one excerpt ({self.excerpt_tokens} tokens)"
             )
-        if self.unit_kind is UnitKind.AUTOENCODER_LATENT and self.sae_path is None:
-            raise ConfigError("collect: autoencoder latents need `sae_path` (the encoder weights file)")
-        if self.unit_kind is not UnitKind.AUTOENCODER_LATENT and self.sae_path is not None:
-            raise ConfigError(f"collect: `sae_path` is only used with unit_kind = 'autoencoder_latent', "
+        if self.unit_kind is UnitKind.AUTOENCODER_LATENT and self.sae_path is None and not self.saes:
+            raise ConfigError("collect: autoencoder latents need `sae_path` (the encoder weights file) or `saes`")
+        if self.unit_kind is not UnitKind.AUTOENCODER_LATENT and (self.sae_path is not None or self.saes):
+            raise ConfigError(f"collect: `sae_path` and `saes` are only used with unit_kind = 'autoencoder_latent', "
                               f"not {self.unit_kind.value!r}")
+        if self.sae_path is not None and self.saes:
+            raise ConfigError("collect: give `sae_path` (one autoencoder) or `saes` (several), not both")
         hook_layer, _point = parse_hook(self.sae_hook)
         if hook_layer is not None and tuple(self.layers) != (hook_layer,):
             raise ConfigError(f"collect: `sae_hook` {self.sae_hook!r} names layer {hook_layer} but `layers` is "
                               f"{list(self.layers)}; make them agree")
-        if self.unit_kind is UnitKind.AUTOENCODER_LATENT and len(self.layers) != 1:
+        if self.sae_path is not None and len(self.layers) != 1:
             raise ConfigError("collect: an autoencoder reads one layer; give exactly one entry in `layers`")
         if self.weight_summaries and self.unit_kind is not UnitKind.MLP_NEURON:
             raise ConfigError("collect: `weight_summaries` exist for MLP neurons only")
@@ -164,6 +232,14 @@ class CollectConfig:
             if isinstance(value, int) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
                 raise ConfigError(f"collect: `{name}` must be a list of integers, got {value!r}")
             object.__setattr__(self, name, tuple(value))
+        if self.saes:
+            saes = tuple(_autoencoder_spec(value, f"saes[{i}]", self.layers) for i, value in enumerate(self.saes))
+            ids = [sae.id for sae in saes]
+            repeated = sorted({i for i in ids if ids.count(i) > 1})
+            if repeated:
+                raise ConfigError(f"collect: `saes` ids must be distinct, {repeated} occur more than once")
+            object.__setattr__(self, "saes", saes)
+            object.__setattr__(self, "layers", tuple(sorted({sae.layer for sae in saes if sae.layer is not None})))
 
     @property
     def max_excerpts(self) -> int | None:
@@ -176,10 +252,12 @@ class CollectConfig:
             if isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [v.to_json_obj() if isinstance(v, AutoencoderSpec) else v for v in value]
             elif isinstance(value, UnitKind):
                 value = value.value
             out[field.name] = value
+        if not self.saes:
+            del out["saes"]  # added later: collections without it keep their fingerprint
         return out
 
     def fingerprint(self) -> str:

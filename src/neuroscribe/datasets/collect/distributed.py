@@ -135,7 +135,7 @@ def collect_shard(config: CollectConfig, shard: Shard) -> str:
     for batch in excerpts(documents, _tokenize_with(subject.tokenizer), excerpt_tokens=config.excerpt_tokens,
                           batch_size=config.batch_size, max_excerpts=shard.stop, skip=shard.first,
                           start=(shard.document, shard.document_first_id)):
-        collate_batch(subject, plan.probes, collators, batch, max(config.layers))
+        collate_batch(subject, plan.probes, collators, batch, plan.stop_layer)
     buffer = io.BytesIO()
     torch.save({"fingerprint": config.fingerprint(), "shard": asdict(shard),
                 "collators": [collator.state_dict() for collator in collators]}, buffer)
