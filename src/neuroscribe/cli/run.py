@@ -30,6 +30,14 @@ def register(subparsers: Any) -> None:
                         help="run the experiment N times with other sampling seeds (same units and records; "
                              "repeat r > 0 goes to RUN_DIR/repeats/r), so the report shows run-to-run spread")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="compute units on Ray workers: 'auto' joins the local node's cluster, host:port another, "
+                             "nothing starts one on this machine (needs neuroscribe[ray]; see docs/distributed.md)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="with --ray: worker processes (default: as many as the cluster's CPUs or GPUs hold); "
+                             "each has up to run.max_concurrent_units units in flight")
+    parser.add_argument("--cpus-per-worker", type=float, default=1, help="with --ray: CPUs per worker (default 1)")
+    parser.add_argument("--gpus-per-worker", type=float, default=0, help="with --ray: GPUs per worker (default 0)")
     parser.set_defaults(func=handle)
 
 
@@ -45,8 +53,14 @@ def handle(args: argparse.Namespace) -> int:
         if args.repeats > 1:
             print(f"x {args.repeats} repeats (greedy requests are shared through the response cache)")
         return 0
+    executor = None
+    if args.ray is not None:
+        from neuroscribe.experiments.distributed import RayWorkers
+
+        executor = RayWorkers(args.ray or None, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                              gpus_per_worker=args.gpus_per_worker)
     summary = run_experiment(args.config, args.out, args.overrides, shard=shard, skip_failed=args.skip_failed,
-                             progress=False if args.no_progress else None, repeats=args.repeats)
+                             progress=False if args.no_progress else None, repeats=args.repeats, executor=executor)
     print(summary.to_text())
     if summary.failed:
         print(f"{summary.failed} (unit, method) pairs failed; `neuroscribe report {args.out}` lists the reasons, "

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from neuroscribe.errors import BackendError, ConfigError, DataError, NeuroscribeError, StageError
 from neuroscribe.experiments.config import ExperimentConfig, load_config
@@ -41,6 +41,8 @@ from neuroscribe.scorers import Scorer, ScorerOutput, create_scorer
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+UnitWork = Callable[[UnitId, Sequence[str], Callable[[int], None]], Awaitable[None]]
+"""Does the given methods of one unit, committing each (unit, method) and advancing the bar by one per method."""
 
 
 # --- the summary -----------------------------------------------------------------------------------
@@ -277,17 +279,24 @@ class _Runner:
         else:
             self._consecutive_backend_failures = 0
 
-    async def run(self, todo: Mapping[UnitId, Sequence[str]], bar: Callable[[int], None]) -> None:
-        semaphore = asyncio.Semaphore(self.config.run.max_concurrent_units)
+    async def run_unit(self, unit: UnitId, methods: Sequence[str], bar: Callable[[int], None]) -> None:
+        for method_id in methods:
+            if self._abort is not None:
+                return
+            await self.run_method(unit, method_id)
+            bar(1)
+        self.evidence.forget(unit)  # done with it (a later need reads RUN/records); bounds memory
+
+    async def run(self, todo: Mapping[UnitId, Sequence[str]], bar: Callable[[int], None], *,
+                  run_unit: UnitWork | None = None, concurrency: int | None = None) -> None:
+        """Do `todo`, `concurrency` units at a time (default `run.max_concurrent_units`), each by `run_unit`
+        (default: here, `self.run_unit`; a distributed run hands units to workers and commits what they return)."""
+        semaphore = asyncio.Semaphore(concurrency or self.config.run.max_concurrent_units)
+        work = run_unit or self.run_unit
 
         async def one_unit(unit: UnitId, methods: Sequence[str]) -> None:
             async with semaphore:
-                for method_id in methods:
-                    if self._abort is not None:
-                        return
-                    await self.run_method(unit, method_id)
-                    bar(1)
-                self.evidence.forget(unit)  # done with it (a later need reads RUN/records); bounds memory
+                await work(unit, methods, bar)
 
         tasks: list[asyncio.Future[None]] = [asyncio.ensure_future(one_unit(u, m)) for u, m in todo.items()]
         try:
@@ -306,6 +315,38 @@ class _Runner:
             for future in background:
                 future.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+
+
+class Executor(Protocol):
+    """Where a run's units are computed: in this process (`InProcess`, the default) or by workers elsewhere
+    (`experiments.distributed.RayWorkers`). Whatever computes them, this process's runner commits every result,
+    so the run directory has one writer per run process and resume works as for one process."""
+
+    async def start(self, runner: _Runner) -> Mapping[str, str]:
+        """Build the backends, scorers and sources of `runner.config`; returns backend name -> backend id."""
+        ...
+
+    async def run(self, runner: _Runner, todo: Mapping[UnitId, Sequence[str]], bar: Callable[[int], None]) -> None:
+        """Do `todo` (unit -> its pending methods), committing each result through `runner.commit`."""
+        ...
+
+    async def close(self, runner: _Runner) -> None:
+        """Release what `start` built (also after a failed or aborted run)."""
+        ...
+
+
+class InProcess:
+    """Units computed by this process's event loop (`run.max_concurrent_units` at a time)."""
+
+    async def start(self, runner: _Runner) -> Mapping[str, str]:
+        runner.build_components()
+        return {name: backend.name for name, backend in runner.backends.items()}
+
+    async def run(self, runner: _Runner, todo: Mapping[UnitId, Sequence[str]], bar: Callable[[int], None]) -> None:
+        await runner.run(todo, bar)
+
+    async def close(self, runner: _Runner) -> None:
+        await runner.close()
 
 
 # --- collection --------------------------------------------------------------------------------------
@@ -338,9 +379,10 @@ def _collect_records(config: ExperimentConfig, store: RunStore) -> str:
 
 async def arun_experiment(config: ExperimentConfig, out_dir: str | Path, *, shard: Shard | None = None,
                           skip_failed: bool = False, progress: bool | None = None, source: str | None = None,
-                          overrides: Sequence[str] = ()) -> RunSummary:
+                          overrides: Sequence[str] = (), executor: Executor | None = None) -> RunSummary:
     """The async form of `run_experiment` (for callers that already run an event loop)."""
     started = time.monotonic()
+    executor = executor or InProcess()
     shard = shard or Shard()
     store = RunStore(out_dir)
     dataset = config.records.dataset
@@ -363,9 +405,8 @@ async def arun_experiment(config: ExperimentConfig, out_dir: str | Path, *, shar
                 todo.setdefault(unit, []).append(method)
     runner = _Runner(config, store, progress, dataset)
     if todo:
-        runner.build_components()
-        update_manifest(store, shard, backends={name: {"id": backend.name} for name, backend in
-                                                 runner.backends.items()})
+        backend_ids = await executor.start(runner)
+        update_manifest(store, shard, backends={name: {"id": backend_id} for name, backend_id in backend_ids.items()})
     total = sum(len(m) for m in todo.values())
     from tqdm import tqdm
 
@@ -379,9 +420,9 @@ async def arun_experiment(config: ExperimentConfig, out_dir: str | Path, *, shar
                             cost=f"${runner.usage.cost_usd:.3f}", refresh=False)
 
         try:
-            await runner.run(todo, advance)
+            await executor.run(runner, todo, advance)
         finally:
-            await runner.close()
+            await executor.close(runner)
             with contextlib.suppress(OSError, NeuroscribeError):
                 store.compact()
                 update_manifest(store, shard, shard_entry={"finished": now_iso(), "completed": runner.completed,
@@ -406,12 +447,13 @@ def repeated(config: ExperimentConfig, repeat: int, run_dir: Path) -> Experiment
 
 def run_experiment(config_path_or_config: str | Path | ExperimentConfig, out_dir: str | Path,
                    overrides: Sequence[str] = (), *, shard: Shard | str | None = None, skip_failed: bool = False,
-                   progress: bool | None = None, repeats: int = 1) -> RunSummary:
+                   progress: bool | None = None, repeats: int = 1, executor: Executor | None = None) -> RunSummary:
     """Run (or resume) an experiment into `out_dir`; the one synchronous entry point.
 
     `overrides` are `key=value` strings as for `neuroscribe run --set`; with a config object they
     must be empty (apply them when building it). `repeats` > 1 runs the experiment again with other
-    sampling seeds into `out_dir/repeats/1 ...` (see `repeated`); the summary adds them up.
+    sampling seeds into `out_dir/repeats/1 ...` (see `repeated`); the summary adds them up. `executor`
+    says where units are computed (default: this process; `experiments.distributed.RayWorkers`: a Ray cluster).
     """
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, got {repeats}")
@@ -428,6 +470,7 @@ def run_experiment(config_path_or_config: str | Path | ExperimentConfig, out_dir
         config if r == 0 else repeated(config, r, Path(out_dir)),
         out_dir if r == 0 else Path(out_dir) / REPEATS_DIR / str(r),
         shard=chosen, skip_failed=skip_failed, progress=progress, source=source, overrides=overrides,
+        executor=executor,
     )) for r in range(repeats)]
     first = summaries[0]
     return dataclasses.replace(
@@ -437,4 +480,4 @@ def run_experiment(config_path_or_config: str | Path | ExperimentConfig, out_dir
         usage=sum((s.usage for s in summaries[1:]), first.usage), repeats=repeats)
 
 
-__all__ = ["Plan", "RunSummary", "Shard", "arun_experiment", "make_plan", "run_experiment"]
+__all__ = ["Executor", "InProcess", "Plan", "RunSummary", "Shard", "arun_experiment", "make_plan", "run_experiment"]

@@ -143,7 +143,7 @@ class LLMClient:
         self.cache = cache
         self.ledger = ledger if ledger is not None else UsageLedger()
         self.pricing = pricing or Pricing()
-        self.limiter = limiter or shared_limiter(backend.name, self.transport)
+        self.limiter = limiter or shared_limiter(backend.name, self.transport, in_process=backend.in_process)
 
     @property
     def name(self) -> str:

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -144,12 +144,26 @@ class TokenCharge:
 
 _LIMITERS: dict[tuple[str, int, float | None, float | None], Limiter] = {}
 _LIMITERS_LOCK = threading.Lock()
+LimiterFactory = Callable[[str, TransportSettings], Limiter]
+_beyond_process: LimiterFactory | None = None
 
 
-def shared_limiter(key: str, transport: TransportSettings) -> Limiter:
+def share_limits_beyond_process(factory: LimiterFactory | None) -> None:
+    """Have `shared_limiter` make the limiters of servers with `factory` (key, transport), so that their limits
+    hold across processes (a worker of a distributed run: see experiments.distributed); None: per process again.
+    Limiters made before are forgotten. In-process backends keep per-process limiters: each process has its
+    own model."""
+    global _beyond_process
+    with _LIMITERS_LOCK:
+        _beyond_process = factory
+        _LIMITERS.clear()
+
+
+def shared_limiter(key: str, transport: TransportSettings, *, in_process: bool = False) -> Limiter:
     """The process-wide limiter for `key` (usually the backend name); every client with the same key and
     the same limits shares it. A client asking for different limits under the same key gets its own
-    limiter and a warning, since two budgets for one server are usually a config mistake."""
+    limiter and a warning, since two budgets for one server are usually a config mistake. A server's
+    (`in_process` False) is shared beyond the process when `share_limits_beyond_process` says so."""
     limits = (transport.max_concurrency, transport.requests_per_minute, transport.tokens_per_minute)
     with _LIMITERS_LOCK:
         limiter = _LIMITERS.get((key, *limits))
@@ -163,7 +177,8 @@ def shared_limiter(key: str, transport: TransportSettings) -> Limiter:
                     _describe(transport),
                     _describe(_LIMITERS[others[0]].transport),
                 )
-            limiter = _LIMITERS[(key, *limits)] = Limiter(transport)
+            beyond = None if in_process else _beyond_process
+            limiter = _LIMITERS[(key, *limits)] = beyond(key, transport) if beyond else Limiter(transport)
         return limiter
 
 

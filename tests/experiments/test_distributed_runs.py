@@ -1,0 +1,168 @@
+"""Runs on a local Ray cluster (2 CPUs): the results of one process, whatever is killed, limits held across workers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loopback_server import LoopbackServer
+from neuroscribe.cli import main
+from neuroscribe.experiments import RunStore, RunSummary, config_from_dict, run_experiment
+from neuroscribe.experiments.distributed import RayWorkers
+from ray_cluster import TESTS, ray_cluster
+from word_units import scripted_config, write_word_config, write_word_dataset
+
+__all__ = ["ray_cluster"]
+REPO = TESTS.parent
+QUICKSTART_BEFORE = TESTS / "data" / "quickstart-before"
+WORDS = dict(enumerate(["cat", "dog", "river", "money", "train", "bread", "snow", "gold", "apple", "chair", "cloud",
+                        "horse", "lamp", "ocean", "piano", "queen", "stone", "tiger", "violin", "wheel"]))
+RESPONDER = "explanation_following:slowly_follows_explanations"
+VARYING = {"usage", "seconds"}
+"""Model use and time depend on the cache and the machine; they are not results."""
+
+
+def _results(run_dir: Path) -> dict[str, Any]:
+    """Every method's results file (one line per unit, sorted: compacted) and its outcomes by unit, less `VARYING`."""
+    store = RunStore(run_dir)
+    out: dict[str, Any] = {}
+    for method in store.methods():
+        lines = [json.loads(line) for line in store.outcomes_path(method).read_text(encoding="utf-8").splitlines()]
+        outcomes = {(o["unit"]["layer"], o["unit"]["index"]): {k: v for k, v in o.items() if k not in VARYING}
+                    for o in lines}
+        assert len(outcomes) == len(lines), f"{method}: a unit was committed twice"
+        out[method] = (store.results_path(method).read_text(encoding="utf-8"), outcomes)
+    return out
+
+
+@pytest.fixture(scope="module")
+def words_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 word units, explained and simulated by a scripted model that takes 20 ms a request, 2 units at a time."""
+    root = tmp_path_factory.mktemp("ray-words")
+    dataset = write_word_dataset(root / "words", WORDS)
+    return write_word_config(root / "words.toml", dataset, RESPONDER, units=len(WORDS),
+                             extra="[run]\nmax_concurrent_units = 2\nprogress = false\n")
+
+
+@pytest.fixture(scope="module")
+def one_process(words_config: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What one process makes of `words_config`."""
+    run_dir = tmp_path_factory.mktemp("one-process") / "run"
+    summary = run_experiment(words_config, run_dir)
+    assert summary.failed == 0 and summary.completed == len(WORDS) * len(summary.methods)
+    return _results(run_dir)
+
+
+@pytest.mark.slow
+def test_the_quickstart_on_two_workers_gives_the_results_of_one_process(
+        ray_cluster: Any, quickstart_run: tuple[Path, RunSummary], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with (gzip.open(QUICKSTART_BEFORE / "cache" / "responses.sqlite.gz") as packed,
+          (cache / "responses.sqlite").open("wb") as out):
+        shutil.copyfileobj(packed, out)
+    data = tomllib.loads((REPO / "experiments" / "quickstart.toml").read_text(encoding="utf-8"))
+    del data["records"]["collect"]
+    data["records"]["dataset"] = str(QUICKSTART_BEFORE / "dataset")
+    data["run"].update(cache_dir=str(cache), progress=False)
+    summary = run_experiment(config_from_dict(data), tmp_path / "run", executor=RayWorkers(workers=2))
+    assert (summary.completed, summary.failed, summary.usage.calls) == (24, 0, 0)  # every answer from the cache
+    one_run, _ = quickstart_run
+    assert _results(tmp_path / "run") == _results(one_run)
+    backends = RunStore(tmp_path / "run").read_manifest()["backends"]
+    assert backends == RunStore(one_run).read_manifest()["backends"]  # the ids the workers' backends reported
+
+
+def _worker_pids() -> list[int]:
+    """Processes of live Ray run workers (Ray titles an actor's process `ray::<class>`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if command.startswith(b"ray::RunWorker"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _committed(run_dir: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in (run_dir / "outcomes").glob("*.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_loses_and_repeats_no_unit(ray_cluster: Any, words_config: Path,
+                                                           one_process: dict[str, Any], tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    total = sum(len(outcomes) for _, outcomes in one_process.values())
+    killed: list[tuple[int, int]] = []
+
+    def kill_a_worker() -> None:
+        deadline = time.monotonic() + 300
+        while _committed(run_dir) < 2 * len(one_process) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pids = _worker_pids()
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append((pids[0], _committed(run_dir)))
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    summary = run_experiment(words_config, run_dir, executor=RayWorkers(workers=2))
+    killer.join()
+    assert killed and killed[0][1] < total, "the worker was killed once the run had finished"
+    assert (summary.completed, summary.failed) == (total, 0)
+    assert _results(run_dir) == one_process
+
+
+DRIVER = [sys.executable, "-m", "neuroscribe", "run", "--no-progress", "--workers", "2"]
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_to_the_results_of_an_uninterrupted_run(
+        ray_cluster: Any, words_config: Path, one_process: dict[str, Any], tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    address = ray_cluster.get_runtime_context().gcs_address
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.Popen([*DRIVER, str(words_config), "--out", str(run_dir), "--ray", address],
+                              env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while _committed(run_dir) < 1:
+        assert driver.poll() is None, driver.stderr.read().decode() if driver.stderr else "the driver stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    total = sum(len(outcomes) for _, outcomes in one_process.values())
+    before = _committed(run_dir)
+    assert 0 < before < total, "the driver was killed once the run had finished"
+    assert main(["run", str(words_config), "--out", str(run_dir), "--no-progress", "--ray", address]) == 0
+    assert _results(run_dir) == one_process  # and no unit committed twice (checked by `_results`)
+
+
+@pytest.mark.slow
+def test_a_servers_concurrency_limit_holds_across_workers(ray_cluster: Any, tmp_path: Path) -> None:
+    dataset = write_word_dataset(tmp_path / "words", dict(list(WORDS.items())[:6]))
+    with LoopbackServer(delay_s=0.05) as server:
+        data = scripted_config(dataset)
+        data["units"] = {"refs": [f"0/{i}" for i in range(6)]}
+        data["backends"] = {"default": {"type": "openai", "model": "loopback-model", "base_url": server.base_url,
+                                        "transport": {"max_concurrency": 2, "max_retries": 0}}}
+        data["run"] = {"progress": False, "max_concurrent_units": 3}  # 6 units in flight on 2 workers
+        summary = run_experiment(config_from_dict(data), tmp_path / "run", executor=RayWorkers(workers=2))
+        assert summary.attempted == 6 * len(summary.methods)
+        assert len(server.posts()) >= 12
+        assert server.max_in_flight == 2  # per worker, it would be up to 4
