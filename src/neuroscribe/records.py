@@ -55,9 +55,16 @@ class UnitId:
     layer: int
     index: int
     kind: UnitKind = UnitKind.MLP_NEURON
+    sae: str = ""
+    """The autoencoder a latent belongs to, where a collection has several (its `saes` id); empty otherwise."""
 
     def __str__(self) -> str:
-        return f"{self.kind.value}:{self.layer}/{self.index}"
+        return f"{self.kind.value}:{self.ref}"
+
+    @property
+    def ref(self) -> str:
+        """'layer/index', or 'sae:layer/index' for a latent of one of several autoencoders (as [units] refs)."""
+        return f"{self.sae}:{self.layer}/{self.index}" if self.sae else f"{self.layer}/{self.index}"
 
 
 @dataclass(frozen=True)
@@ -66,13 +73,15 @@ class NeuronId:
 
     layer_index: int
     neuron_index: int
+    sae: str | None = None
+    """neuroscribe's: the autoencoder of a latent of one of several (`UnitId.sae`); written only when set."""
 
     def to_unit(self, kind: UnitKind = UnitKind.MLP_NEURON) -> UnitId:
-        return UnitId(self.layer_index, self.neuron_index, kind)
+        return UnitId(self.layer_index, self.neuron_index, kind, self.sae or "")
 
     @classmethod
     def from_unit(cls, unit: UnitId) -> NeuronId:
-        return cls(layer_index=unit.layer, neuron_index=unit.index)
+        return cls(layer_index=unit.layer, neuron_index=unit.index, sae=unit.sae or None)
 
 
 @dataclass

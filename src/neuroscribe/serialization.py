@@ -52,6 +52,7 @@ FIELD_ALIASES: dict[type, dict[str, str]] = {
 
 OMITTED_WHEN_NONE: dict[type, frozenset[str]] = {
     records.NeuronRecord: frozenset({"stddev", "most_negative_activation_records", "excerpt_sources"}),
+    records.NeuronId: frozenset({"sae"}),
     results.SequenceSimulation: frozenset({"uncalibrated_simulation"}),
 }
 """Fields written only when set: neuroscribe-only ones (so the reference loader can read our files)

@@ -120,6 +120,12 @@ class UnitRef:
     def __str__(self) -> str:
         return f"{self.dataset}:{self.layer}/{self.index}"
 
+    @classmethod
+    def of(cls, dataset: str, unit: UnitId) -> UnitRef:
+        """`unit` in `dataset`; a latent of one of several autoencoders (`unit.sae`) is in the collection's
+        folder of that autoencoder, `dataset/<sae>`."""
+        return cls(str(Path(dataset) / unit.sae) if unit.sae else dataset, unit.layer, unit.index)
+
     @property
     def spec(self) -> DatasetSpec:
         return get_dataset(self.dataset)

@@ -14,6 +14,7 @@ from typing import Any
 
 from neuroscribe.errors import DataError
 from neuroscribe.experiments.store import RunStore, UnitOutcome, UnitUsage, repeat_dirs
+from neuroscribe.records import UnitId
 from neuroscribe.scorers import primary_variant
 
 EMBEDDED_MODEL_WARNING = (
@@ -26,7 +27,12 @@ EMBEDDED_MODEL_WARNING = (
 
 
 UnitKey = tuple[int, int, str]
-"""(layer, index, kind) of a unit, as outcomes of several runs are merged."""
+"""(layer, index, kind) of a unit, as outcomes of several runs are merged; the kind of a latent of one of
+several autoencoders is 'autoencoder_latent:<sae id>', so latents of different autoencoders stay apart."""
+
+
+def unit_key(unit: UnitId) -> UnitKey:
+    return unit.layer, unit.index, f"{unit.kind.value}:{unit.sae}" if unit.sae else unit.kind.value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,12 +167,12 @@ def load_runs(run_dirs: Sequence[str | Path]) -> RunCollection:
             merged: dict[tuple[int, int, str], UnitOutcome] = {}
             for i in members:
                 for unit, outcome in stores[i].outcomes(method_id).items():
-                    key = (unit.layer, unit.index, unit.kind.value)
+                    key = unit_key(unit)
                     if key not in merged or merged[key].status != "ok":
                         merged[key] = outcome
             label = method_id if method_counts[method_id] == 1 else f"{run_name}/{method_id}"
             repeats = tuple(
-                {(u.layer, u.index, u.kind.value): o for u, o in RunStore(path).outcomes(method_id).items()}
+                {unit_key(u): o for u, o in RunStore(path).outcomes(method_id).items()}
                 for path in repeat_dirs(stores[members[0]].path))
             methods.append(MethodOutcomes(method_id=label, outcomes=merged, is_control=method_id in controls,
                                           models=models, planned=planned, repeats=repeats))

@@ -22,6 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from neuroscribe.datasets.collect.config import SAE_ID
 from neuroscribe.errors import ConfigError
 from neuroscribe.llm.base import BackendSpec, TransportSettings
 from neuroscribe.records import UnitId, UnitKind
@@ -36,7 +37,8 @@ class UnitsConfig:
     """Which units of the subject model to explain: explicit references, a grid, or a seeded sample."""
 
     refs: tuple[str, ...] = ()
-    """Explicit units as 'layer/index' (e.g. '5/131'); when given, `layers`/`indices`/`sample` are ignored."""
+    """Explicit units as 'layer/index' (e.g. '5/131'), or 'sae:layer/index' for a latent of one of several
+    autoencoders (their `saes` id, e.g. 'res3:3/12'); when given, `layers`/`indices`/`sample` are ignored."""
     layers: tuple[int, ...] = ()
     """Layers to take units from (0-based)."""
     indices: tuple[int, ...] = ()
@@ -73,10 +75,16 @@ class UnitsConfig:
 
 
 def _parse_unit_ref(ref: str, kind: UnitKind) -> UnitId:
-    parts = ref.strip().split("/")
+    sae, _, rest = ref.strip().rpartition(":")
+    parts = rest.split("/")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ConfigError(f"[units] refs: {ref!r} is not 'layer/index' (e.g. '5/131')")
-    return UnitId(int(parts[0]), int(parts[1]), kind)
+        raise ConfigError(f"[units] refs: {ref!r} is not 'layer/index' (e.g. '5/131') or 'sae:layer/index'")
+    if sae and not SAE_ID.fullmatch(sae.strip()):
+        raise ConfigError(f"[units] refs: {ref!r}: {sae!r} is not an autoencoder id (letters, digits, '_', '.', '-')")
+    if sae and kind is not UnitKind.AUTOENCODER_LATENT:
+        raise ConfigError(f"[units] refs: {ref!r} names an autoencoder, but [units] kind is {kind.value!r}; "
+                          "set kind = 'autoencoder_latent'")
+    return UnitId(int(parts[0]), int(parts[1]), kind, sae.strip())
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -109,7 +109,7 @@ class EvidenceBuilder:
             return saved
         from neuroscribe.datasets import UnitRef, load_neuron_record
 
-        ref = UnitRef(self.dataset, unit.layer, unit.index)
+        ref = UnitRef.of(self.dataset, unit)
         record = await asyncio.to_thread(load_neuron_record, ref, self.config.records.data_root or None)
         if not record.most_positive_activation_records:
             raise DataError(f"{ref}: the record has no top-activating excerpts to explain")
@@ -190,7 +190,7 @@ class EvidenceBuilder:
         """The dataset's activation-based token table; computed from the explained excerpts where it has none."""
         from neuroscribe.datasets import UnitRef, load_token_lookup
 
-        ref = UnitRef(self.dataset, unit.layer, unit.index)
+        ref = UnitRef.of(self.dataset, unit)
         try:
             return await asyncio.to_thread(load_token_lookup, ref, self.config.records.data_root or None)
         except NeuroscribeError as error:
@@ -200,7 +200,7 @@ class EvidenceBuilder:
     async def _weight_summary(self, unit: UnitId) -> WeightBasedSummaryOfNeuron:
         from neuroscribe.datasets import UnitRef, load_weight_summary
 
-        ref = UnitRef(self.dataset, unit.layer, unit.index)
+        ref = UnitRef.of(self.dataset, unit)
         return await asyncio.to_thread(load_weight_summary, ref, self.config.records.data_root or None)
 
     async def _other_units(self, unit: UnitId, cut: _Cut) -> dict[UnitId, list[ActivationRecord]]:
@@ -214,9 +214,10 @@ def split_disjointness(config: ExperimentConfig, dataset: str) -> str:
     """How the run keeps explanation and scoring excerpts apart (run.json `disjointness`, the report's
     'Splits disjoint by'): by document where the dataset kept excerpt sources (collected data), else by
     tokens with `[records] disjoint`, else not at all (the paper's slicing of published data)."""
-    from neuroscribe.datasets import Artifact, get_dataset
+    from neuroscribe.datasets import Artifact, UnitRef, get_dataset
 
-    if Artifact.EXCERPT_SOURCES in get_dataset(dataset).templates:
+    first = UnitRef.of(dataset, config.units.resolve(config.seed)[0]).dataset  # one autoencoder's, of several
+    if Artifact.EXCERPT_SOURCES in get_dataset(first).templates:
         return "documents"
     return f"{'tokens' if config.records.disjoint else 'none'} (the dataset has no document ids)"
 

@@ -55,7 +55,7 @@ def new_manifest(config: ExperimentConfig, source: str | None, overrides: Sequen
         "overrides": list(overrides),
         "methods": methods,
         "controls": [m for m in methods if is_control(m)],
-        "units": [f"{u.layer}/{u.index}" for u in config.units.resolve(config.seed)],
+        "units": [u.ref for u in config.units.resolve(config.seed)],
         "unit_kind": config.units.kind.value,
         "backends": {name: {"type": b.spec.type, "model": b.spec.model, "base_url": b.spec.base_url,
                             "options": dict(b.options)} for name, b in config.backends.items()},

@@ -64,7 +64,7 @@ class Plan:
 
     def to_text(self) -> str:
         records = self.config.records
-        shown = ", ".join(f"{u.layer}/{u.index}" for u in self.units[:12])
+        shown = ", ".join(u.ref for u in self.units[:12])
         more = f" and {len(self.units) - 12} more" if len(self.units) > 12 else ""
         lines = [
             f"experiment {self.config.name!r}" + (f" (shard {self.shard})" if self.shard.count > 1 else ""),
@@ -95,14 +95,15 @@ def pending_units(store: RunStore, method: str, units: Sequence[UnitId], skip_fa
 def check_units_exist(config: ExperimentConfig, dataset: str) -> None:
     """Every unit of the config is a unit of `dataset` (a catalog name or a local directory) of the config's
     kind: checked before anything is created, loaded or spent, so a typo never fails unit by unit."""
-    from neuroscribe.datasets import get_dataset
+    from neuroscribe.datasets import UnitRef, get_dataset
 
     try:
-        spec = get_dataset(dataset)
-        if spec.unit_kind is not config.units.kind:
-            raise ConfigError(f"[units] kind is {config.units.kind.value!r}, but dataset {dataset!r} holds "
-                              f"{spec.unit_kind.value} units; set [units] kind = {spec.unit_kind.value!r}")
         for unit in config.units.resolve(config.seed):
+            ref = UnitRef.of(dataset, unit)  # a latent of one of several autoencoders: that one's dataset
+            spec = get_dataset(ref.dataset)
+            if spec.unit_kind is not config.units.kind:
+                raise ConfigError(f"[units] kind is {config.units.kind.value!r}, but dataset {ref.dataset!r} holds "
+                                  f"{spec.unit_kind.value} units; set [units] kind = {spec.unit_kind.value!r}")
             spec.check(unit.layer, unit.index)
     except NeuroscribeError as error:
         raise ConfigError(f"[records] dataset: {error}") from None

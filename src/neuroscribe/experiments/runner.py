@@ -357,7 +357,7 @@ def _collect_records(config: ExperimentConfig, store: RunStore) -> str:
     collect_settings = config.records.collect
     assert collect_settings is not None
     from neuroscribe.datasets import MANIFEST_NAME
-    from neuroscribe.datasets.collect import CollectConfig, collect
+    from neuroscribe.datasets.collect import AUTOENCODERS_INDEX, CollectConfig, collect
     from neuroscribe.registry import build_options
 
     out = Path(collect_settings.out) if collect_settings.out else store.path / "dataset"
@@ -369,8 +369,9 @@ def _collect_records(config: ExperimentConfig, store: RunStore) -> str:
     collect_config = build_options(CollectConfig, {**options, "out_dir": out}, "[records.collect.options]")
     with store.locked():  # one shard collects, the others wait and then find it done
         collect(collect_config)
-    if not (out / MANIFEST_NAME).is_file():
-        raise DataError(f"the collection into {out} finished without writing {MANIFEST_NAME}")
+    written = AUTOENCODERS_INDEX if collect_config.saes else MANIFEST_NAME
+    if not (out / written).is_file():
+        raise DataError(f"the collection into {out} finished without writing {written}")
     return str(out)
 
 

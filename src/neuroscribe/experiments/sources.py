@@ -145,7 +145,7 @@ class PublishedSource:
     async def explain(self, unit: UnitId, context: SourceContext) -> Sourced:
         from neuroscribe.datasets import UnitRef, load_explanations
 
-        ref = UnitRef(self.dataset, unit.layer, unit.index)
+        ref = UnitRef.of(self.dataset, unit)
         published = await asyncio.to_thread(load_explanations, ref, self.data_root)
         for result in published:
             for scored in result.scored_explanations:

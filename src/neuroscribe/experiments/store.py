@@ -119,7 +119,8 @@ class UnitOutcome:
 
     def to_json_obj(self) -> dict[str, Any]:
         return {
-            "unit": {"layer": self.unit.layer, "index": self.unit.index, "kind": self.unit.kind.value},
+            "unit": {"layer": self.unit.layer, "index": self.unit.index, "kind": self.unit.kind.value,
+                     **({"sae": self.unit.sae} if self.unit.sae else {})},
             "status": self.status,
             "reason": self.reason,
             "stage": self.stage,
@@ -156,7 +157,8 @@ class UnitOutcome:
             if "named_scores" not in data and status == "ok":  # written before scorers had names
                 named, headline = {LEGACY_HEADLINE: scores}, LEGACY_HEADLINE
             return cls(
-                unit=UnitId(int(unit["layer"]), int(unit["index"]), UnitKind(unit.get("kind", "mlp_neuron"))),
+                unit=UnitId(int(unit["layer"]), int(unit["index"]), UnitKind(unit.get("kind", "mlp_neuron")),
+                            str(unit.get("sae", ""))),
                 status=status,
                 reason=data.get("reason"),
                 stage=data.get("stage"),
@@ -217,7 +219,7 @@ class RunStore:
         return self.path / "outcomes" / f"{_safe(method_id)}.jsonl"
 
     def record_path(self, unit: UnitId) -> Path:
-        return self.path / "records" / str(unit.layer) / f"{unit.index}.json"
+        return self.path / "records" / unit.sae / str(unit.layer) / f"{unit.index}.json"
 
     def exists(self) -> bool:
         return self.manifest_path.is_file()
@@ -289,7 +291,7 @@ class RunStore:
         ok = {u for u, o in outcomes.items() if o.status == "ok"}
         path = self.results_path(method_id)
         latest: dict[UnitId, ResultRecord] = {}
-        kinds = {(u.layer, u.index): u.kind for u in ok}
+        kinds = {(u.layer, u.index, u.sae): u.kind for u in ok}
         for number, text in _complete_lines(path):
             source = f"{path}, line {number}"
             try:
@@ -297,7 +299,7 @@ class RunStore:
             except DataError as error:  # a garbled line: its unit has no intact result, so it is redone
                 logger.warning("%s (skipped: its unit counts as not finished and is redone by the next run)", error)
                 continue
-            key = (result.neuron_id.layer_index, result.neuron_id.neuron_index)
+            key = (result.neuron_id.layer_index, result.neuron_id.neuron_index, result.neuron_id.sae or "")
             if key in kinds:
                 latest[result.neuron_id.to_unit(kinds[key])] = result
         return latest

@@ -136,7 +136,8 @@ def _write_site(collection: Collection, out: Path) -> int:
             head=head_template.substitute(title=title, assets=assets), title=title, assets=assets,
             data=_inline_json(payload),
         ), encoding="utf-8")
-        units.append([unit.layer, unit.index, unit.kind.value, payload["max_activation"], page])
+        units.append([unit.layer, unit.index, unit.kind.value, payload["max_activation"], page,
+                      *([unit.sae] if unit.sae else [])])
         rows.extend(_index_rows(len(units) - 1, sources.methods, method_numbers))
         for findings in sources.methods:
             headline = _score_table(findings)[0]
@@ -197,7 +198,8 @@ def _template(name: str) -> string.Template:
 
 
 def _unit_page_path(unit: UnitId) -> str:
-    return f"units/{unit.kind.value}/{unit.layer}/{unit.index}.html"
+    sae = f"{unit.sae}/" if unit.sae else ""  # latents of several autoencoders: one folder per autoencoder
+    return f"units/{unit.kind.value}/{sae}{unit.layer}/{unit.index}.html"
 
 
 def _neighbours(units: Sequence[UnitId], position: int) -> tuple[UnitId | None, UnitId | None]:
@@ -249,7 +251,8 @@ def _count(n: int, noun: str) -> str:
 
 def _unit_label(unit: UnitId) -> str:
     kind = "" if unit.kind is UnitKind.MLP_NEURON else f"{unit.kind.value} "
-    return f"{kind}layer {unit.layer}, unit {unit.index}"
+    sae = f"autoencoder {unit.sae}, " if unit.sae else ""
+    return f"{kind}{sae}layer {unit.layer}, unit {unit.index}"
 
 
 def _index_rows(unit_number: int, methods: Sequence[MethodFindings],
@@ -344,7 +347,8 @@ def _unit_payload(sources: UnitSources, page: str,
     excerpt_labels = _excerpt_labels(record)
     prev, next_ = neighbours
     return {
-        "unit": {"layer": unit.layer, "index": unit.index, "kind": unit.kind.value},
+        "unit": {"layer": unit.layer, "index": unit.index, "kind": unit.kind.value,
+                 **({"sae": unit.sae} if unit.sae else {})},
         "nav": {
             "index": _relative(page, "index.html"),
             "prev": None if prev is None else _relative(page, _unit_page_path(prev)),
@@ -375,7 +379,8 @@ def _true_activations(results: ResultRecord) -> list[Sequence[float]]:
 
 def _unit_meta(sources: UnitSources, max_activation: float) -> list[JsonValue]:
     unit, record = sources.unit, sources.record
-    lines: list[tuple[str, object]] = [("unit", str(unit)), ("layer", unit.layer), ("index", unit.index),
+    lines: list[tuple[str, object]] = [("unit", str(unit)), *([("autoencoder", unit.sae)] if unit.sae else []),
+                                       ("layer", unit.layer), ("index", unit.index),
                                        ("max activation", _number(max_activation))]
     if record is not None:
         lines += [

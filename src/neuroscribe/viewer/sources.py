@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from neuroscribe import datasets, serialization
 from neuroscribe.datasets import MissingFileError, looks_like_ref
+from neuroscribe.datasets.collect import AUTOENCODERS_INDEX
 from neuroscribe.errors import ConfigError, DataError
 from neuroscribe.experiments.leaderboard import build_leaderboard
 from neuroscribe.experiments.store import RunStore, UnitOutcome
@@ -155,6 +156,7 @@ def _with_related(sources: UnitSources, root: Path | None) -> UnitSources:
     if root is None:
         return sources
     unit = sources.unit
+    root = root / unit.sae  # a collection of several autoencoders keeps each one's dataset in its own folder
     tail = Path(str(unit.layer)) / f"{unit.index}.json"
     return UnitSources(
         unit=unit,
@@ -211,7 +213,8 @@ def _run_dataset_root(path: Path, manifest: Mapping[str, object]) -> Path | None
             candidates.insert(0, Path(str(collect["out"])))
         if records.get("dataset"):
             candidates.append(Path(str(records["dataset"])))
-    return next((c for c in candidates if (c / "dataset.json").is_file()), None)
+    return next((c for c in candidates if (c / "dataset.json").is_file() or (c / AUTOENCODERS_INDEX).is_file()),
+                None)
 
 
 def _open_run(path: Path, dataset_root: Path | None) -> Collection:

@@ -159,7 +159,7 @@
       const r = rows[i], u = units[r[0]];
       const tr = document.createElement("tr");
       const layerCell = el("td", null, "num");
-      const link = el("a", String(u[0]));
+      const link = el("a", u[5] ? u[5] + ":" + u[0] : String(u[0]));  // u[5]: the autoencoder of several
       link.href = u[4];
       layerCell.appendChild(link);
       tr.appendChild(layerCell);
