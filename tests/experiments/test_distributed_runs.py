@@ -20,7 +20,8 @@ import pytest
 from loopback_server import LoopbackServer
 from neuroscribe.cli import main
 from neuroscribe.experiments import RunStore, RunSummary, config_from_dict, run_experiment
-from neuroscribe.experiments.distributed import RayWorkers
+from neuroscribe.experiments.distributed import RayWorkers, _Limits
+from neuroscribe.llm.base import TransportSettings
 from ray_cluster import TESTS, ray_cluster
 from word_units import scripted_config, write_word_config, write_word_dataset
 
@@ -166,3 +167,23 @@ def test_a_servers_concurrency_limit_holds_across_workers(ray_cluster: Any, tmp_
         assert summary.attempted == 6 * len(summary.methods)
         assert len(server.posts()) >= 12
         assert server.max_in_flight == 2  # per worker, it would be up to 4
+
+
+def test_slots_of_a_dead_worker_and_of_a_cancelled_wait_are_handed_back(ray_cluster: Any) -> None:
+    limits = ray_cluster.remote(_Limits).options(num_cpus=0, max_concurrency=100).remote()
+    one = TransportSettings(max_concurrency=1)
+
+    def ask(holder: tuple[int, int], lease: str) -> Any:
+        return limits.acquire.remote(holder, lease, "server", one, 0)
+
+    ray_cluster.get([limits.worker_started.remote(0, 100), limits.worker_started.remote(1, 200)])
+    ray_cluster.get(ask((0, 100), "held"), timeout=30)  # worker 0 holds the only slot, then dies
+    waiting = ask((1, 200), "waiting")
+    assert not ray_cluster.wait([waiting], timeout=0.5)[0]
+    ray_cluster.get(limits.worker_started.remote(0, 101))  # Ray started worker 0 again
+    ray_cluster.get(waiting, timeout=30)
+    given_up = ask((0, 101), "given up")  # waits behind "waiting", then its asker is cancelled
+    ray_cluster.get(limits.release.remote("given up", None))
+    ray_cluster.get(limits.release.remote("waiting", None))
+    ray_cluster.get([given_up, ask((1, 200), "next")], timeout=30)  # granted and at once handed back: free
+    ray_cluster.kill(limits)

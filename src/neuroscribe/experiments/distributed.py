@@ -6,10 +6,10 @@ hands each pending unit to one of the worker actors, at most `run.max_concurrent
 the outcomes a worker sends back through the runner's `commit`. The run directory thus has one writer, and
 resume is a one-process run's: what was committed stays and is not redone, what was in flight is redone.
 
-Each worker builds its own backends from the config (an in-process model, or clients of servers). The
+Each worker builds its own backends from the config (a model of its own, or clients of servers). The
 concurrency and rate limits of a server are kept by one limits actor owned by the driver, which a worker's
-client asks for a slot before every request, so they hold across workers; an in-process backend keeps its
-limits per worker (each worker has its own model). A worker that dies is started again by Ray, which retries
+client asks for a slot before every request, so they hold across workers; a model of the worker's own keeps
+its limits per worker (each worker has its own copy). A worker that dies is started again by Ray, which retries
 its units in flight on it; the slots its earlier life held are handed back when it starts.
 
 The run directory, the response cache and the dataset must be on a filesystem every node sees

@@ -143,7 +143,8 @@ class LLMClient:
         self.cache = cache
         self.ledger = ledger if ledger is not None else UsageLedger()
         self.pricing = pricing or Pricing()
-        self.limiter = limiter or shared_limiter(backend.name, self.transport, in_process=backend.in_process)
+        private = backend.in_process or getattr(backend, "private_server", False)  # this process's own model
+        self.limiter = limiter or shared_limiter(backend.name, self.transport, per_process=private)
 
     @property
     def name(self) -> str:

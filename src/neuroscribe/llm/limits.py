@@ -151,19 +151,19 @@ _beyond_process: LimiterFactory | None = None
 def share_limits_beyond_process(factory: LimiterFactory | None) -> None:
     """Have `shared_limiter` make the limiters of servers with `factory` (key, transport), so that their limits
     hold across processes (a worker of a distributed run: see experiments.distributed); None: per process again.
-    Limiters made before are forgotten. In-process backends keep per-process limiters: each process has its
-    own model."""
+    Limiters made before are forgotten. A model of the process's own (in-process, or a server it started) keeps
+    per-process limits (`shared_limiter(per_process=True)`): each process has its own copy."""
     global _beyond_process
     with _LIMITERS_LOCK:
         _beyond_process = factory
         _LIMITERS.clear()
 
 
-def shared_limiter(key: str, transport: TransportSettings, *, in_process: bool = False) -> Limiter:
+def shared_limiter(key: str, transport: TransportSettings, *, per_process: bool = False) -> Limiter:
     """The process-wide limiter for `key` (usually the backend name); every client with the same key and
     the same limits shares it. A client asking for different limits under the same key gets its own
-    limiter and a warning, since two budgets for one server are usually a config mistake. A server's
-    (`in_process` False) is shared beyond the process when `share_limits_beyond_process` says so."""
+    limiter and a warning, since two budgets for one server are usually a config mistake. Unless `per_process`
+    (the model is this process's own), it is shared beyond the process when `share_limits_beyond_process` says so."""
     limits = (transport.max_concurrency, transport.requests_per_minute, transport.tokens_per_minute)
     with _LIMITERS_LOCK:
         limiter = _LIMITERS.get((key, *limits))
@@ -177,7 +177,7 @@ def shared_limiter(key: str, transport: TransportSettings, *, in_process: bool =
                     _describe(transport),
                     _describe(_LIMITERS[others[0]].transport),
                 )
-            beyond = None if in_process else _beyond_process
+            beyond = None if per_process else _beyond_process
             limiter = _LIMITERS[(key, *limits)] = beyond(key, transport) if beyond else Limiter(transport)
         return limiter
 

@@ -156,6 +156,8 @@ class LlamaCppBackend:
     """A GGUF model served by llama.cpp in process on 127.0.0.1, spoken to over the OpenAI HTTP API."""
 
     options_type: ClassVar[type[LlamaCppOptions]] = LlamaCppOptions
+    private_server: ClassVar[bool] = True
+    """Its server is this process's own: its limits hold per process, also in a run spread over processes."""
 
     def __init__(
         self,
