@@ -9,11 +9,14 @@ time) / shards: the driver's tokenizing pass, task start-up, model loads (once p
 and loading shard states and the merge. The outputs of all three are checked to be identical.
 
 Then an estimate, from per-unit costs, of explaining and scoring every neuron of GPT-2 XL (307,200) with a
-local 8B simulator on N GPUs. The per-unit token counts and the GPU throughput are assumptions (flags):
-measure them with bench_scorer_costs.py / bench_vllm_prefix.py on the GPU you mean to use and pass them in.
+local 8B simulator on N GPUs: per-unit GPU seconds = prompt tokens / prefill rate + generated tokens / decode
+rate, x units / GPUs. The per-unit tokens are measured from a cold run (`--from-run RUN_DIR`, the usage its
+outcomes record) or assumed (flags); the GPU throughputs are flags: measure them with bench_vllm_prefix.py on
+the GPU you mean to use and pass them in.
 
     .venv/bin/python benchmarks/bench_ray_collect.py                         # full: 64k tokens, layer 0, 4 shards
     .venv/bin/python benchmarks/bench_ray_collect.py --tokens 4096 --shards 2  # smoke run
+    .venv/bin/python benchmarks/bench_ray_collect.py --estimate-only --from-run RUN_DIR --gpus 8
 """
 
 from __future__ import annotations
@@ -65,13 +68,38 @@ def _on_ray(cpus: int, out: Path, args: argparse.Namespace) -> dict[str, float]:
             "shards": len(plan)}
 
 
-def estimate(args: argparse.Namespace) -> dict[str, float]:
-    """Wall time and cost of explaining and scoring `units` units on `gpus` GPUs, from per-unit token counts."""
-    prompt_tokens = args.explain_prompt_tokens + args.scored_excerpts * args.simulate_prompt_tokens
-    gpu_seconds_per_unit = (prompt_tokens / args.prefill_tokens_per_s
-                            + args.generated_tokens / args.decode_tokens_per_s)
+def measured_tokens(run_dir: Path) -> tuple[float, float, str]:
+    """Mean prompt and generated tokens per unit, all methods together, over the units every method finished
+    in the run `run_dir`; it must have been run cold (the usage of an outcome leaves cache hits out)."""
+    from neuroscribe.experiments.store import RunStore
+
+    store = RunStore(run_dir)
+    methods = store.methods()
+    finished = [{u: o for u, o in store.outcomes(m).items() if o.status == "ok"} for m in methods]
+    units = set.intersection(*(set(f) for f in finished)) if finished else set()
+    if not units:
+        raise SystemExit(f"--from-run {run_dir}: no unit finished by every method")
+    usages = [f[u].usage for f in finished for u in units]
+    if any(usage.cache_hits for usage in usages):
+        print(f"warning: {run_dir} answered some calls from its cache; its token counts are too low")
+    prompt = sum(usage.prompt_tokens for usage in usages) / len(units)
+    generated = sum(usage.completion_tokens for usage in usages) / len(units)
+    return prompt, generated, f"measured: {len(units)} units x {len(methods)} methods of {run_dir}"
+
+
+def estimate(args: argparse.Namespace) -> dict[str, object]:
+    """Wall time and cost of explaining and scoring `units` units on `gpus` GPUs, from per-unit token counts
+    (measured by `--from-run`, else the assumed flags) and per-GPU throughputs."""
+    if args.from_run:
+        prompt_tokens, generated_tokens, source = measured_tokens(args.from_run)
+    else:
+        prompt_tokens = args.explain_prompt_tokens + args.scored_excerpts * args.simulate_prompt_tokens
+        generated_tokens, source = args.generated_tokens, "assumed (flags)"
+    gpu_seconds_per_unit = prompt_tokens / args.prefill_tokens_per_s + generated_tokens / args.decode_tokens_per_s
     gpu_hours = args.units * gpu_seconds_per_unit / 3600
-    return {"gpu_seconds_per_unit": round(gpu_seconds_per_unit, 3), "gpu_hours": round(gpu_hours, 1),
+    return {"tokens_per_unit": source, "prompt_tokens_per_unit": round(prompt_tokens),
+            "generated_tokens_per_unit": round(generated_tokens),
+            "gpu_seconds_per_unit": round(gpu_seconds_per_unit, 3), "gpu_hours": round(gpu_hours, 1),
             "wall_hours": round(gpu_hours / args.gpus, 1), "cost": round(gpu_hours * args.gpu_hour_price, 0)}
 
 
@@ -83,6 +111,10 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     estimate_flags = parser.add_argument_group("estimate for all of GPT-2 XL (assumptions: measure and pass them)")
     estimate_flags.add_argument("--units", type=int, default=307_200)
+    estimate_flags.add_argument("--from-run", type=Path, default=None, metavar="RUN_DIR",
+                                help="per-unit tokens measured from a cold run (e.g. experiments/paper-gpt2-xl.toml "
+                                     "on a few units with the 8B simulator) instead of the token flags below")
+    estimate_flags.add_argument("--estimate-only", action="store_true", help="print the estimate, time nothing")
     estimate_flags.add_argument("--gpus", type=int, default=8)
     estimate_flags.add_argument("--explain-prompt-tokens", type=int, default=4_000,
                                 help="explainer prompt: 5 top excerpts x 64 tokens with their activations, plus a "
@@ -98,6 +130,9 @@ def main() -> None:
                                 help="8B decode throughput of one GPU over concurrent requests")
     estimate_flags.add_argument("--gpu-hour-price", type=float, default=2.0, help="price of one GPU-hour")
     args = parser.parse_args()
+    if args.estimate_only:
+        print(json.dumps({"estimate_gpt2_xl": estimate(args)}, indent=2))
+        return
 
     import torch
 
