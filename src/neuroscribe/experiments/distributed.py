@@ -201,6 +201,7 @@ class RayWorkers:
         self.cpus_per_worker = cpus_per_worker
         self.gpus_per_worker = gpus_per_worker
         self._limits: Any = None
+        self._config: Any = None
         self._actors: list[Any] = []
 
     def _count(self, ray: Any) -> int:
@@ -216,7 +217,8 @@ class RayWorkers:
         self._limits = ray.remote(_Limits).options(num_cpus=0, max_concurrency=LIMITS_CONCURRENCY).remote()
         worker = ray.remote(RunWorker).options(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
                                                max_restarts=WORKER_RESTARTS, max_task_retries=WORKER_RESTARTS)
-        self._actors = [worker.remote(number, runner.config, str(runner.store.path), runner.dataset, self._limits)
+        self._config = ray.put(runner.config)  # held here, so a worker started again finds its arguments
+        self._actors = [worker.remote(number, self._config, str(runner.store.path), runner.dataset, self._limits)
                         for number in range(self._count(ray))]
         backend_ids: list[dict[str, str]] = await asyncio.gather(*(_ask(a.backend_ids.remote()) for a in self._actors))
         return backend_ids[0]
@@ -249,7 +251,7 @@ class RayWorkers:
         for actor in [*self._actors, self._limits]:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
-        self._actors, self._limits = [], None
+        self._actors, self._limits, self._config = [], None, None
 
 
 async def _ask(reference: Any) -> Any:
