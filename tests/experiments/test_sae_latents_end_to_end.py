@@ -10,6 +10,7 @@ that the explanations are good.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -21,8 +22,10 @@ import torch
 from safetensors.torch import save_file
 
 from neuroscribe.datasets import UnitRef, load_neuron_record
+from neuroscribe.errors import ConfigError
 from neuroscribe.experiments import RunStore, load_config, run_experiment
 from neuroscribe.experiments.collection import load_runs
+from neuroscribe.experiments.plan import check_units_exist
 from neuroscribe.records import UnitId, UnitKind
 from neuroscribe.results import NeuronSimulationResults
 from neuroscribe.viewer.build import build_site
@@ -162,6 +165,14 @@ def test_three_autoencoders_collected_in_one_pass_are_explained_and_scored(tmp_p
     assert res3 is not None and mlp3 is not None
     assert res3.most_positive_activation_records != mlp3.most_positive_activation_records
 
+    # a finished collection is a dataset for later runs: its units are checked against each autoencoder's
+    finished = dataclasses.replace(config, records=dataclasses.replace(config.records, collect=None,
+                                                                       dataset=str(dataset)))
+    check_units_exist(finished, str(dataset))
+    beyond = dataclasses.replace(finished, units=dataclasses.replace(config.units, refs=("mlp3:3/7",)))
+    with pytest.raises(ConfigError, match=r"dataset '.*/mlp3' has no index 7 in layer 3"):
+        check_units_exist(beyond, str(dataset))
+
     (method,) = [m for m in load_runs([run]).methods if m.method_id == METHODS[0]]
     assert sorted(method.outcomes) == [(1, 2, "autoencoder_latent:attn1"), (3, 5, "autoencoder_latent:mlp3"),
                                        (3, 5, "autoencoder_latent:res3")]
@@ -183,7 +194,6 @@ def test_three_autoencoders_collected_in_one_pass_are_explained_and_scored(tmp_p
     ("sae_latent", "res3:3", "is not 'layer/index'"),
 ])
 def test_bad_autoencoder_refs_are_refused(kind: str, ref: str, message: str) -> None:
-    from neuroscribe.errors import ConfigError
     from neuroscribe.experiments.config import UnitsConfig
 
     with pytest.raises(ConfigError, match=message):
