@@ -187,3 +187,11 @@ def test_slots_of_a_dead_worker_and_of_a_cancelled_wait_are_handed_back(ray_clus
     ray_cluster.get(limits.release.remote("waiting", None))
     ray_cluster.get([given_up, ask((1, 200), "next")], timeout=30)  # granted and at once handed back: free
     ray_cluster.kill(limits)
+
+
+def test_an_error_in_a_workers_code_is_raised_by_the_driver_as_itself(ray_cluster: Any, word_dataset: Path,
+                                                                      tmp_path: Path) -> None:
+    data = scripted_config(word_dataset)
+    data["backends"]["default"]["options"]["responder"] = "json:loads"  # TypeError: a request is not a str
+    with pytest.raises(TypeError, match="JSON object must be str"):
+        run_experiment(config_from_dict(data), tmp_path / "run", executor=RayWorkers(workers=1))

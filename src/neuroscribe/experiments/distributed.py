@@ -255,10 +255,13 @@ class RayWorkers:
 
 
 async def _ask(reference: Any) -> Any:
-    """The value of a Ray call; a worker lost for good (or a bug in one) becomes an error that says what to do."""
+    """The value of a Ray call: an error raised by a worker's code is raised here as itself, a worker lost for
+    good becomes an error that says what to do."""
     ray = require_ray()
     try:
         return await reference
+    except ray.exceptions.RayTaskError as error:
+        raise error.as_instanceof_cause() from None
     except ray.exceptions.RayError as error:
         raise NeuroscribeError(
             f"a Ray worker of the run failed and was not recovered ({type(error).__name__}: {error}). Every unit "
