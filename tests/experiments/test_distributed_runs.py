@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -20,7 +21,7 @@ import pytest
 from loopback_server import LoopbackServer
 from neuroscribe.cli import main
 from neuroscribe.experiments import RunStore, RunSummary, config_from_dict, run_experiment
-from neuroscribe.experiments.distributed import RayWorkers, _Limits
+from neuroscribe.experiments.distributed import RayWorkers, _ClusterLimiter, _Limits
 from neuroscribe.llm.base import TransportSettings
 from ray_cluster import TESTS, ray_cluster
 from word_units import scripted_config, write_word_config, write_word_dataset
@@ -195,3 +196,25 @@ def test_an_error_in_a_workers_code_is_raised_by_the_driver_as_itself(ray_cluste
     data["backends"]["default"]["options"]["responder"] = "json:loads"  # TypeError: a request is not a str
     with pytest.raises(TypeError, match="JSON object must be str"):
         run_experiment(config_from_dict(data), tmp_path / "run", executor=RayWorkers(workers=1))
+
+
+def test_a_servers_request_rate_is_one_budget_for_all_workers(ray_cluster: Any) -> None:
+    limits = ray_cluster.remote(_Limits).options(num_cpus=0).remote()
+    rate = TransportSettings(requests_per_minute=60)  # a burst of 10, then one a second
+
+    @ray_cluster.remote(num_cpus=1)
+    def take(number: int, slots: int) -> float:
+        limiter = _ClusterLimiter(limits, (number, os.getpid()), "server", rate)
+
+        async def requests() -> None:
+            for _ in range(slots):
+                async with limiter.slot(0):
+                    pass
+
+        started = time.monotonic()
+        asyncio.run(requests())
+        return time.monotonic() - started
+
+    seconds = ray_cluster.get([take.remote(0, 6), take.remote(1, 6)], timeout=60)
+    assert max(seconds) > 1.5  # 12 requests on a budget of 10: the last waited 2 s (per process: none did)
+    ray_cluster.kill(limits)
