@@ -36,6 +36,9 @@ STATE_FILE = ".collect-state.pt"
 """Checkpoint of an unfinished collection inside the output directory; removed when it completes."""
 AUTOENCODERS_INDEX = "autoencoders.json"
 """With `saes`: the list of the autoencoders' datasets in the output directory (written last: marks completion)."""
+LOOKUP_WARN_GIB = 4.0
+"""Above this the collector warns about the look-up tables' memory (one 16k-latent autoencoder of a 49k
+vocabulary: 6 GiB)."""
 STATE_VERSION = 3
 """Format of the checkpoint (2: excerpt sources and per-unit samples; 3: mergeable shard states); another one
 is refused, never misread."""
@@ -209,6 +212,11 @@ def new_collators(config: CollectConfig, subject: SubjectModel) -> tuple[_Plan, 
     from .collation import CollationSettings, StreamingCollator, unit_id
 
     plan = _plan(config, subject)
+    lookup_gib = subject.vocab_size * len(plan.units) * 8 / 2**30  # int64 sums, vocabulary x units
+    if config.lookup_tokens and plan.n_positions == config.excerpt_tokens and lookup_gib > LOOKUP_WARN_GIB:
+        logger.warning("the token look-up tables of %d units need up to %.1f GiB (vocabulary %d x units, int64); "
+                       "set lookup_tokens = 0 to leave them out, or collect fewer units per run",
+                       len(plan.units), lookup_gib, subject.vocab_size)
     settings = CollationSettings(
         top_k=config.top_k, n_random=config.n_random, n_quantiles=config.n_quantiles,
         n_per_quantile=config.n_per_quantile, quantile_pool=config.quantile_pool,

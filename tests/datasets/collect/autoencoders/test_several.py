@@ -121,3 +121,16 @@ def test_another_list_in_the_same_directory_is_refused(tiny_models: dict[str, Pa
     assert collect(_config(tiny_models["llama"], text_corpus, out, saes[2:], max_tokens=16 * 8)) == out  # done
     with pytest.raises(ConfigError, match="already holds a different collection"):
         collect(_config(tiny_models["llama"], text_corpus, out, saes[1:], max_tokens=16 * 8))
+
+
+def test_wide_look_up_tables_are_warned_about(tiny_models: dict[str, Path], text_corpus: Path, tmp_path: Path,
+                                              saes: list[dict[str, object]], monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    import neuroscribe.datasets.collect as collector
+
+    monkeypatch.setattr(collector, "LOOKUP_WARN_GIB", 0.0)
+    collect(_config(tiny_models["llama"], text_corpus, tmp_path / "ds", saes[2:], max_tokens=16 * 8))
+    assert "token look-up tables of 5 units need up to" in caplog.text
+    caplog.clear()
+    collect(_config(tiny_models["llama"], text_corpus, tmp_path / "off", saes[2:], max_tokens=16 * 8, lookup_tokens=0))
+    assert "look-up tables" not in caplog.text
