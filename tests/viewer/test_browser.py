@@ -215,3 +215,32 @@ def test_cli_screenshot_of_a_unit_page(browser: Page, small_run: Path, tmp_path:
     assert main(argv) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert main([*argv[:-1], "9/9"]) == 2  # a unit the run does not have
+
+
+def test_latents_of_two_autoencoders_on_one_layer_stay_apart(browser: Page, tmp_path: Path) -> None:
+    from viewer_helpers import make_record, simulation_line
+
+    from neuroscribe.experiments.store import RunStore
+    from neuroscribe.records import UnitId, UnitKind
+
+    store = RunStore(tmp_path / "run")
+    store.create()
+    store.write_manifest({"config_hash": "0", "methods": [METHODS[0]], "unit_kind": "autoencoder_latent",
+                          "backends": {"default": {"type": "hf", "model": "embedded"}}})
+    units = [UnitId(3, 5, UnitKind.AUTOENCODER_LATENT, sae) for sae in ("mlp3", "res3")]
+    for seed, unit in enumerate(units):
+        record = make_record(unit, seed)
+        store.write_record(unit, record)
+        store.append(METHODS[0], *simulation_line(unit, record, METHODS[0], seed))
+    site = build_site(store.path, tmp_path / "site").out_dir
+    browser.open((site / "index.html").as_uri())
+    assert browser.problems.all() == []
+    cells = "[...document.querySelectorAll('#units tbody tr td:first-child a')]"
+    assert browser.evaluate(f"{cells}.map(a => a.textContent)") == ["mlp3:3", "res3:3"]
+    pages = browser.evaluate(f"{cells}.map(a => a.href)")
+    assert [Path(p.removeprefix("file://")).relative_to(site.resolve()).as_posix() for p in pages] == [
+        "units/autoencoder_latent/mlp3/3/5.html", "units/autoencoder_latent/res3/3/5.html"]
+    for page, unit in zip(pages, units, strict=True):
+        browser.open(page)
+        assert browser.problems.all() == []
+        assert f"autoencoder\n{unit.sae}" in browser.evaluate("document.querySelector('main').innerText")
