@@ -202,19 +202,35 @@ def test_a_servers_request_rate_is_one_budget_for_all_workers(ray_cluster: Any) 
     limits = ray_cluster.remote(_Limits).options(num_cpus=0).remote()
     rate = TransportSettings(requests_per_minute=60)  # a burst of 10, then one a second
 
+    class Barrier:
+        """Lets its callers go once `n` have arrived (so both workers ask at once, not one after the other)."""
+
+        def __init__(self, n: int) -> None:
+            self.n, self.arrived, self.all_here = n, 0, asyncio.Event()
+
+        async def arrive(self) -> None:
+            self.arrived += 1
+            if self.arrived == self.n:
+                self.all_here.set()
+            await self.all_here.wait()
+
+    barrier = ray_cluster.remote(Barrier).options(num_cpus=0).remote(2)
+
     @ray_cluster.remote(num_cpus=1)
     def take(number: int, slots: int) -> float:
         limiter = _ClusterLimiter(limits, (number, os.getpid()), "server", rate)
 
-        async def requests() -> None:
+        async def requests() -> float:
+            await barrier.arrive.remote()
+            started = time.monotonic()
             for _ in range(slots):
                 async with limiter.slot(0):
                     pass
+            return time.monotonic() - started
 
-        started = time.monotonic()
-        asyncio.run(requests())
-        return time.monotonic() - started
+        return asyncio.run(requests())
 
-    seconds = ray_cluster.get([take.remote(0, 6), take.remote(1, 6)], timeout=60)
+    seconds = ray_cluster.get([take.remote(0, 6), take.remote(1, 6)], timeout=120)
     assert max(seconds) > 1.5  # 12 requests on a budget of 10: the last waited 2 s (per process: none did)
-    ray_cluster.kill(limits)
+    for actor in (limits, barrier):
+        ray_cluster.kill(actor)
