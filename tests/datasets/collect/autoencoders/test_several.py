@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from neuroscribe.datasets import get_dataset, load_neuron_record, parse_ref
 from neuroscribe.datasets.collect import AUTOENCODERS_INDEX, STATE_FILE, AutoencoderSpec, CollectConfig, collect
+from neuroscribe.datasets.collect.autoencoders import load_autoencoder
 from neuroscribe.errors import ConfigError, DataError
 from neuroscribe.records import UnitKind
 
@@ -134,3 +135,28 @@ def test_wide_look_up_tables_are_warned_about(tiny_models: dict[str, Path], text
     caplog.clear()
     collect(_config(tiny_models["llama"], text_corpus, tmp_path / "off", saes[2:], max_tokens=16 * 8, lookup_tokens=0))
     assert "look-up tables" not in caplog.text
+
+
+@pytest.mark.parametrize(("hook", "ran"), [("resid_pre", []), ("attn_out", ["attention"]),
+                                           ("mlp_in", ["attention"]), ("resid_post", ["attention", "mlp"])])
+def test_the_pass_stops_at_the_deepest_hook_point(hook: str, ran: list[str], tiny_models: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    """What of the deepest layer runs: nothing for resid_pre, its attention for attn_out, ... (and with a
+    probe on an earlier layer's output, the same)."""
+    from neuroscribe.datasets.collect.subject import AutoencoderProbe, SubjectModel
+
+    subject = SubjectModel(str(tiny_models["llama"]))
+    seen: list[str] = []
+    layer = subject.layers[2]
+    handles = [layer.self_attn.register_forward_hook(lambda *_: seen.append("attention")),
+               layer.mlp.register_forward_hook(lambda *_: seen.append("mlp"))]
+    width = 48 if hook == "mlp_in" else 32
+    deep = AutoencoderProbe(2, load_autoencoder(_params(tmp_path / "d.safetensors", width, 4, 1), width,
+                                                subject.device), hook)
+    early = AutoencoderProbe(0, load_autoencoder(_params(tmp_path / "e.safetensors", 32, 4, 2), 32,
+                                                 subject.device), "resid_post")
+    got: dict[int, torch.Tensor] = {}
+    subject.stream(torch.arange(40).reshape(2, 20), [deep, early], 2, got.__setitem__)
+    for handle in handles:
+        handle.remove()
+    assert seen == ran and sorted(got) == [0, 1] and got[0].shape == (2, 20, 4)
