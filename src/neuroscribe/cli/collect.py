@@ -141,5 +141,5 @@ def run(args: argparse.Namespace) -> int:
         from neuroscribe.datasets.collect.distributed import collect_on_ray
 
         out = collect_on_ray(config, address=args.ray or None, shards=args.shards, gpus_per_task=args.gpus_per_shard)
-    print(f"wrote {out} ({out / 'dataset.json'})", file=sys.stderr)
+    print(f"wrote {out} ({out / ('autoencoders.json' if config.saes else 'dataset.json')})", file=sys.stderr)
     return 0

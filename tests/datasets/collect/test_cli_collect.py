@@ -106,3 +106,40 @@ layer = 5
     built = CollectConfig(**load_config_values(config))  # type: ignore[arg-type]
     assert built.unit_kind is UnitKind.AUTOENCODER_LATENT and built.layers == (3, 5)
     assert [(s.id, s.point, s.layer) for s in built.saes] == [("res3", "resid_post", 3), ("mlp5", "mlp_out", 5)]
+
+
+def test_collect_command_with_several_autoencoders(tiny_models: dict[str, Path], text_corpus: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"W_enc": torch.ones(32, 3), "b_enc": torch.zeros(3)}, str(tmp_path / "sae.safetensors"))
+    config = tmp_path / "collect.toml"
+    config.write_text(f"""
+[collect]
+model = "{tiny_models['llama']}"
+corpus = "{text_corpus}"
+out_dir = "saes"
+unit_kind = "sae_latent"
+excerpt_tokens = 16
+top_k = 4
+n_random = 4
+n_quantiles = 2
+n_per_quantile = 2
+quantile_pool = 8
+
+[[collect.saes]]
+id = "a"
+path = "{tmp_path / 'sae.safetensors'}"
+hook = "blocks.0.hook_resid_post"
+
+[[collect.saes]]
+id = "b"
+path = "{tmp_path / 'sae.safetensors'}"
+hook = "blocks.1.hook_resid_pre"
+""")
+    assert main(["collect", "--config", str(config), "--max-tokens", "160", "--no-progress"]) == 0
+    index = json.loads((tmp_path / "saes" / "autoencoders.json").read_text())
+    assert sorted(index["autoencoders"]) == ["a", "b"]
+    assert (tmp_path / "saes" / "b" / "collated-activations" / "1" / "2.json").is_file()
+    assert "autoencoders.json" in capsys.readouterr().err
