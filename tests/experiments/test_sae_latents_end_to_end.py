@@ -198,3 +198,11 @@ def test_bad_autoencoder_refs_are_refused(kind: str, ref: str, message: str) -> 
 
     with pytest.raises(ConfigError, match=message):
         UnitsConfig(kind=UnitKind(kind), refs=(ref,))
+
+
+def test_merged_keys_and_report_labels_name_the_autoencoder() -> None:
+    from neuroscribe.experiments.collection import unit_key, unit_label
+
+    assert unit_key(UNITS[2]) == (3, 5, "autoencoder_latent:res3") != unit_key(UNITS[1])
+    assert unit_label(unit_key(UNITS[2])) == "res3:3/5" == UNITS[2].ref
+    assert unit_label(unit_key(UnitId(5, 131))) == "5/131"

@@ -35,6 +35,13 @@ def unit_key(unit: UnitId) -> UnitKey:
     return unit.layer, unit.index, f"{unit.kind.value}:{unit.sae}" if unit.sae else unit.kind.value
 
 
+def unit_label(key: UnitKey) -> str:
+    """'layer/index', or 'sae:layer/index' for a latent of one of several autoencoders (as [units] refs)."""
+    layer, index, kind = key
+    sae = kind.partition(":")[2]
+    return f"{sae}:{layer}/{index}" if sae else f"{layer}/{index}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class MethodOutcomes:
     """Every unit's latest outcome under one method, merged over the runs that share its config."""

@@ -22,6 +22,7 @@ from neuroscribe.experiments.collection import (
     RunCollection,
     UnitKey,
     load_runs,
+    unit_label,
 )
 from neuroscribe.experiments.store import UnitUsage
 from neuroscribe.scorers import primary_variant
@@ -160,8 +161,8 @@ def _spread_lines(spreads: Sequence[MethodSpread], methods: Sequence[MethodRepor
     rows.sort(key=lambda row: -(row[0] if row[0] is not None else -1.0))
     lines += ["", "Per unit (largest spread first):", "", "| unit | method | score in each repeat | SD |",
               "|---|---|---|---|"]
-    for sd, method_id, (layer, index, _), values in rows[:MAX_SPREAD_ROWS]:
-        lines.append(f"| {layer}/{index} | {method_id} | {', '.join(_score(v) for v in values)} | {_score(sd)} |")
+    for sd, method_id, unit, values in rows[:MAX_SPREAD_ROWS]:
+        lines.append(f"| {unit_label(unit)} | {method_id} | {', '.join(_score(v) for v in values)} | {_score(sd)} |")
     if len(rows) > MAX_SPREAD_ROWS:
         lines.append(f"| ... {len(rows) - MAX_SPREAD_ROWS} more | | | |")
     return lines
