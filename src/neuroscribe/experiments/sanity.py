@@ -348,7 +348,7 @@ class SanityReport:
 
 
 def _ref(unit: UnitId) -> str:
-    return f"{unit.layer}/{unit.index}"
+    return unit.ref
 
 
 def _number(value: float | None) -> str:
@@ -376,7 +376,8 @@ def _scorer_json(scorer: ScorerSanity) -> dict[str, Any]:
         "tallies": tallies,
         "verdict": scorer.verdict,
         "units": [{
-            "method": u.method, "unit": {"layer": u.unit.layer, "index": u.unit.index, "kind": u.unit.kind.value},
+            "method": u.method, "unit": {"layer": u.unit.layer, "index": u.unit.index, "kind": u.unit.kind.value,
+                                        **({"sae": u.unit.sae} if u.unit.sae else {})},
             "explanation": u.explanation, "compared": u.compared,
             "score": u.score,
             "stored_score": u.stored_score, "failure": u.failure,
