@@ -95,12 +95,15 @@ def pending_units(store: RunStore, method: str, units: Sequence[UnitId], skip_fa
 def check_units_exist(config: ExperimentConfig, dataset: str) -> None:
     """Every unit of the config is a unit of `dataset` (a catalog name or a local directory) of the config's
     kind: checked before anything is created, loaded or spent, so a typo never fails unit by unit."""
-    from neuroscribe.datasets import UnitRef, get_dataset
+    from neuroscribe.datasets import DatasetSpec, UnitRef, get_dataset
 
+    specs: dict[str, DatasetSpec] = {}  # each manifest read once
     try:
         for unit in config.units.resolve(config.seed):
             ref = UnitRef.of(dataset, unit)  # a latent of one of several autoencoders: that one's dataset
-            spec = get_dataset(ref.dataset)
+            if ref.dataset not in specs:
+                specs[ref.dataset] = get_dataset(ref.dataset)
+            spec = specs[ref.dataset]
             if spec.unit_kind is not config.units.kind:
                 raise ConfigError(f"[units] kind is {config.units.kind.value!r}, but dataset {ref.dataset!r} holds "
                                   f"{spec.unit_kind.value} units; set [units] kind = {spec.unit_kind.value!r}")
