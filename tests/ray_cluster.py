@@ -6,6 +6,7 @@ the cluster's processes start with that folder on PYTHONPATH.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,9 @@ TESTS = Path(__file__).resolve().parent
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
+    if ray.is_initialized():  # each test module importing this fixture gets its own: the first one starts Ray
+        yield ray
+        return
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), before]))
     try:
@@ -30,3 +34,4 @@ def ray_cluster() -> Iterator[Any]:
             os.environ["PYTHONPATH"] = before
     yield ray
     ray.shutdown()
+    gc.collect()  # finalizers now, not inside a later ast.parse (see tests/experiments/test_distributed_runs.py)
