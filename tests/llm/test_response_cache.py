@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,29 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path: Path) -> None:
         for i in range(40):
             hit = cache.get_sync("m", request(f"{writer}-{i}"))
             assert hit is not None and hit.text == f"{writer}:{i}"
+
+
+def _open_at(directory: str, start: float, outcomes: multiprocessing.Queue) -> None:
+    while time.time() < start:  # all openers reach SQLite together
+        pass
+    try:
+        ResponseCache(Path(directory)).close()
+        outcomes.put("ok")
+    except DataError as error:
+        outcomes.put(str(error))
+
+
+@pytest.mark.slow
+def test_processes_opening_a_new_cache_together_all_succeed(tmp_path: Path) -> None:
+    """Ray workers open the run's cache at the same moment; SQLite refused one of them at random."""
+    context = multiprocessing.get_context("fork")
+    for trial in range(15):
+        outcomes: multiprocessing.Queue = context.Queue()
+        start = time.time() + 0.3
+        openers = [context.Process(target=_open_at, args=(str(tmp_path / str(trial)), start, outcomes))
+                   for _ in range(6)]
+        for process in openers:
+            process.start()
+        for process in openers:
+            process.join(120)
+        assert [outcomes.get(timeout=5) for _ in openers] == ["ok"] * 6, f"trial {trial}"

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -92,6 +93,11 @@ def _is_damage(error: sqlite3.Error) -> bool:
     return isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError)
 
 
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
+
+
 class ResponseCache:
     """Completions by (backend name, request) in `<directory>/responses.sqlite`.
 
@@ -125,6 +131,18 @@ class ResponseCache:
         self._lock = threading.Lock()
 
     def _open(self) -> sqlite3.Connection:
+        """Retries while another process is opening the same file: SQLite answers "database is locked" at once,
+        without waiting on the busy timeout, when two connections switch a new file to WAL together."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
+
+    def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
                                      isolation_level=None)
         try:
