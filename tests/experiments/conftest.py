@@ -3,22 +3,18 @@ collection, and the quickstart replayed from its recorded answers."""
 
 from __future__ import annotations
 
-import gzip
-import shutil
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 from experiment_helpers import make_result, ok_outcome
+from quickstart_replay import quickstart_replay_config
 
-from neuroscribe.experiments import RunSummary, config_from_dict, run_experiment
+from neuroscribe.experiments import RunSummary, run_experiment
 from neuroscribe.experiments.store import RunStore, UnitOutcome
 from neuroscribe.records import UnitId
 
 SyntheticRun = Callable[..., Path]
-REPO = Path(__file__).resolve().parents[2]
-QUICKSTART_BEFORE = REPO / "tests" / "data" / "quickstart-before"
 
 
 @pytest.fixture
@@ -69,15 +65,6 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunS
     """experiments/quickstart.toml run on the dataset of tests/data/quickstart-before and replayed from its
     response cache (no collection, no model call; see its PROVENANCE.md): the run directory and the summary."""
     base = tmp_path_factory.mktemp("quickstart")
-    cache = base / "cache"
-    cache.mkdir()
-    with (gzip.open(QUICKSTART_BEFORE / "cache" / "responses.sqlite.gz") as packed,
-          (cache / "responses.sqlite").open("wb") as out):
-        shutil.copyfileobj(packed, out)
-    data = tomllib.loads((REPO / "experiments" / "quickstart.toml").read_text(encoding="utf-8"))
-    del data["records"]["collect"]
-    data["records"]["dataset"] = str(QUICKSTART_BEFORE / "dataset")
-    data["run"].update(cache_dir=str(cache), progress=False)
-    summary = run_experiment(config_from_dict(data), base / "run", progress=False)
+    summary = run_experiment(quickstart_replay_config(base), base / "run", progress=False)
     return base / "run", summary
 

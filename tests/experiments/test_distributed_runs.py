@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import gzip
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from quickstart_replay import quickstart_replay_config
 
 from loopback_server import LoopbackServer
 from neuroscribe.cli import main
@@ -29,8 +27,6 @@ from ray_cluster import TESTS, ray_cluster
 from word_units import scripted_config, write_word_config, write_word_dataset
 
 __all__ = ["ray_cluster"]
-REPO = TESTS.parent
-QUICKSTART_BEFORE = TESTS / "data" / "quickstart-before"
 WORDS = dict(enumerate(["cat", "dog", "river", "money", "train", "bread", "snow", "gold", "apple", "chair", "cloud",
                         "horse", "lamp", "ocean", "piano", "queen", "stone", "tiger", "violin", "wheel"]))
 RESPONDER = "explanation_following:slowly_follows_explanations"
@@ -81,16 +77,7 @@ def one_process(words_config: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.mark.slow
 def test_the_quickstart_on_two_workers_gives_the_results_of_one_process(
         ray_cluster: Any, quickstart_run: tuple[Path, RunSummary], tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    with (gzip.open(QUICKSTART_BEFORE / "cache" / "responses.sqlite.gz") as packed,
-          (cache / "responses.sqlite").open("wb") as out):
-        shutil.copyfileobj(packed, out)
-    data = tomllib.loads((REPO / "experiments" / "quickstart.toml").read_text(encoding="utf-8"))
-    del data["records"]["collect"]
-    data["records"]["dataset"] = str(QUICKSTART_BEFORE / "dataset")
-    data["run"].update(cache_dir=str(cache), progress=False)
-    summary = run_experiment(config_from_dict(data), tmp_path / "run", executor=RayWorkers(workers=2))
+    summary = run_experiment(quickstart_replay_config(tmp_path), tmp_path / "run", executor=RayWorkers(workers=2))
     assert (summary.completed, summary.failed, summary.usage.calls) == (24, 0, 0)  # every answer from the cache
     one_run, _ = quickstart_run
     assert _results(tmp_path / "run") == _results(one_run)
@@ -175,7 +162,7 @@ def test_a_servers_concurrency_limit_holds_across_workers(ray_cluster: Any, tmp_
         data["backends"] = {"default": {"type": "openai", "model": "loopback-model", "base_url": server.base_url,
                                         "transport": {"max_concurrency": 2, "max_retries": 0}}}
         data["run"] = {"progress": False, "max_concurrent_units": 3}  # 6 units in flight on 2 workers
-        summary = run_experiment(config_from_dict(data), tmp_path / "run", executor=RayWorkers(workers=2))
+        summary = run_experiment(quickstart_replay_config(tmp_path), tmp_path / "run", executor=RayWorkers(workers=2))
         assert summary.attempted == 6 * len(summary.methods)
         assert len(server.posts()) >= 12
         assert server.max_in_flight == 2  # per worker, it would be up to 4
