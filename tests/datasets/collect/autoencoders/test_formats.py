@@ -208,3 +208,44 @@ def test_collect_refuses_a_mismatched_autoencoder_before_reading_the_corpus(tiny
     with pytest.raises(DataError, match="reads 576 features \\(W_enc\\) but the hook point has 32"):
         collect(config)
     assert not (out / STATE_FILE).exists()
+
+
+JB_RELEASE, JB_REPO, JB_SAE = "gpt2-small-res-jb", "jbloom/GPT2-Small-SAEs-Reformatted", "blocks.0.hook_resid_pre"
+"""A release of SAELens's pretrained directory (GPT-2 small, d_in 768) and where SAELens fetches it from."""
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """SAELens's downloads answered from a Hugging Face cache in tmp_path only: downloads are off."""
+    import huggingface_hub.constants as hub
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_a_saelens_release_is_fetched_by_saelens_and_encodes_as_it_does(offline_hub: Path) -> None:
+    from sae_lens import SAE
+
+    snapshot = offline_hub / f"models--{JB_REPO.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    _saelens("StandardSAE")(768).save_model(snapshot / JB_SAE)  # type: ignore[operator]
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)  # the cache as a download leaves it
+    encoder = load_autoencoder(Path(f"saelens:{JB_RELEASE}:{JB_SAE}"), 768, torch.device("cpu"))
+    x = torch.randn(256, 768, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = SAE.from_pretrained(JB_RELEASE, JB_SAE, device="cpu").encode(x)
+    assert (expected > 0).any() and (expected == 0).any()
+    torch.testing.assert_close(encoder.encode(x), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("saelens:gpt2-small-res-jb", "name a SAELens release as saelens:RELEASE:SAE_ID"),
+    (f"saelens:{JB_RELEASE}:blocks.99.hook_resid_pre", "not found in release gpt2-small-res-jb"),
+    (f"saelens:{JB_RELEASE}:{JB_SAE}", "SAELens could not fetch it"),
+])
+def test_a_release_that_cannot_be_had_is_a_clear_error(spec: str, message: str, offline_hub: Path) -> None:
+    with pytest.raises(DataError, match=message) as error:
+        load_autoencoder(Path(spec), 768, torch.device("cpu"))
+    assert spec in str(error.value)

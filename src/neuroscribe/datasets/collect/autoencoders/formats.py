@@ -8,6 +8,8 @@
   TopK) decides, and TopK ones are layer-normed first (their `from_state_dict` does so).
 - `params`: Gemma Scope `params.npz`, or a `.safetensors`/`.pt` file with `W_enc`, `b_enc`: JumpReLU when
   there is a `threshold`, else ReLU; nothing is subtracted from the input.
+- `saelens:RELEASE:SAE_ID`: an SAE of SAELens's pretrained directory, fetched by SAELens itself (its Hugging
+  Face cache, else the network) and read as the SAELens folder it saves.
 
 Every failure is a `DataError` naming the file and the field, raised before any forward pass.
 """
@@ -15,6 +17,7 @@ Every failure is a `DataError` naming the file and the field, raised before any 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,22 +61,57 @@ def register(name: str, recognizes: Callable[[Path], bool]) -> Callable[[Loader]
     return add
 
 
+SAELENS_RELEASE = "saelens:"
+"""The prefix of `saelens:RELEASE:SAE_ID`, an SAE named by its SAELens release rather than a local path."""
+
+
 def load_autoencoder(path: Path, d_in: int, device: torch.device) -> Encoder:
-    """The encoder stored at `path`, checked to read `d_in` features, on `device`."""
-    if not path.exists():
+    """The encoder stored at `path` (or named `saelens:RELEASE:SAE_ID`), checked to read `d_in` features, on
+    `device`."""
+    if str(path).startswith(SAELENS_RELEASE):
+        encoder = load_saelens_release(str(path))
+    elif not path.exists():
         raise DataError(f"autoencoder {path} does not exist")
-    for fmt in FORMATS:
-        if fmt.recognizes(path):
-            encoder = fmt.load(path)
-            break
     else:
-        raise DataError(f"{path}: not a known autoencoder layout; give a SAELens folder (cfg.json + "
-                        "sae_weights.safetensors), a sparsify folder (cfg.json + sae.safetensors), an OpenAI "
-                        "sparse_autoencoder .pt state dict, or a .npz/.safetensors/.pt file with W_enc and b_enc")
+        encoder = _load_local(path)
     if encoder.d_in != d_in:
         raise DataError(f"{path}: the encoder reads {encoder.d_in} features (W_enc) but the hook point has {d_in}; "
                         "check the hook point and the layer")
     return encoder.to(device)
+
+
+def _load_local(path: Path) -> Encoder:
+    for fmt in FORMATS:
+        if fmt.recognizes(path):
+            return fmt.load(path)
+    raise DataError(f"{path}: not a known autoencoder layout; give a SAELens folder (cfg.json + "
+                    "sae_weights.safetensors), a sparsify folder (cfg.json + sae.safetensors), an OpenAI "
+                    "sparse_autoencoder .pt state dict, a .npz/.safetensors/.pt file with W_enc and b_enc, "
+                    "or a SAELens release as saelens:RELEASE:SAE_ID")
+
+
+def load_saelens_release(spec: str) -> Encoder:
+    """SAELens fetches the SAE and saves it as a SAELens folder, which is then read like a local one: the same
+    flags decide, and the same code that the tests check against SAELens's own encode."""
+    release, _, sae_id = spec.removeprefix(SAELENS_RELEASE).partition(":")
+    if not release or not sae_id:
+        raise DataError(f"{spec!r}: name a SAELens release as saelens:RELEASE:SAE_ID, "
+                        "e.g. saelens:gpt2-small-res-jb:blocks.8.hook_resid_pre")
+    try:
+        from sae_lens import SAE
+    except ImportError as error:
+        raise DataError(f"{spec}: loading by release id needs SAELens (pip install 'neuroscribe[saelens]')") from error
+    try:
+        sae = SAE.from_pretrained(release, sae_id, device="cpu")
+    except ValueError as error:  # an unknown release or SAE id; SAELens's message lists the valid ids
+        raise DataError(f"{spec}: {error}") from error
+    except OSError as error:  # neither in the Hugging Face cache nor downloadable (offline, or downloads off)
+        raise DataError(f"{spec}: SAELens could not fetch it ({error}); where there is no network, fetch it once "
+                        "where there is (SAE.from_pretrained fills the Hugging Face cache) or give the folder that "
+                        "SAE.save_model writes") from error
+    with tempfile.TemporaryDirectory(prefix="neuroscribe-saelens-") as folder:
+        sae.save_model(folder)
+        return load_saelens(Path(folder))
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
