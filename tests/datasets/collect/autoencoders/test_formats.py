@@ -104,22 +104,25 @@ def _topk(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(pre).scatter_(-1, top.indices, top.values)
 
 
-@pytest.mark.parametrize("transcode", [False, True])
-def test_sparsify_folders_encode_as_documented(transcode: bool, subject: SubjectModel,
-                                               hooked: dict[str, torch.Tensor], tmp_path: Path) -> None:
-    """sparsify: topk(relu(W (x - b_dec) + b)), nothing subtracted for a transcoder."""
+@pytest.mark.parametrize(("activation", "transcode"), [("topk", False), ("topk", True), ("groupmax", False)])
+def test_sparsify_folders_encode_as_sparsify(activation: str, transcode: bool, subject: SubjectModel,
+                                             hooked: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    """Saved by EleutherAI's sparsify (`eai-sparsify`) itself; its own `encode` is the reference, to 1e-5 or one
+    part in a million: the first token's latents reach 128, where float32 steps by 1.5e-5, and sparsify's
+    one matrix product over every token rounds differently from the collector's batches."""
+    from sparsify import SparseCoder, SparseCoderConfig
+
     x = hooked["resid_post"]
-    g = torch.Generator().manual_seed(2)
-    weights = {"encoder.weight": torch.randn(D_SAE, 576, generator=g) * 0.1,
-               "encoder.bias": torch.randn(D_SAE, generator=g) * 0.1,
-               "W_dec": torch.randn(D_SAE, 576, generator=g), "b_dec": torch.randn(576, generator=g)}
-    save_file(weights, str(tmp_path / "sae.safetensors"))
-    (tmp_path / "cfg.json").write_text(json.dumps({"activation": "topk", "k": 7, "num_latents": D_SAE,
-                                                   "transcode": transcode, "d_in": 576}))
-    inputs = x if transcode else x - weights["b_dec"]
-    expected = _topk(torch.relu(inputs @ weights["encoder.weight"].T + weights["encoder.bias"]), 7)
+    coder = _randomized(SparseCoder(576, SparseCoderConfig(activation=activation, num_latents=D_SAE, k=8,
+                                                           transcode=transcode)))
+    coder.save_to_disk(tmp_path)  # type: ignore[operator]
+    flat = x.reshape(-1, 576)
+    with torch.no_grad():
+        top = coder.encode(flat)  # type: ignore[operator]
+    expected = torch.zeros(flat.shape[0], D_SAE).scatter_(-1, top.top_indices, top.top_acts).reshape(*x.shape[:-1], -1)
+    assert (expected > 0).any() and (expected == 0).any()
     torch.testing.assert_close(_collected(subject, tmp_path, "resid_post", 576, hooked["ids"]), expected,
-                               atol=1e-5, rtol=0)
+                               atol=1e-5, rtol=1e-6)
 
 
 def test_gemma_scope_params_are_jumprelu_without_bias_subtraction(subject: SubjectModel,
@@ -249,3 +252,18 @@ def test_a_release_that_cannot_be_had_is_a_clear_error(spec: str, message: str, 
     with pytest.raises(DataError, match=message) as error:
         load_autoencoder(Path(spec), 768, torch.device("cpu"))
     assert spec in str(error.value)
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({"activation": "groupmax", "k": 7}, "k must divide them"),
+    ({"activation": "softmax", "k": 8}, "unknown `activation` 'softmax'"),
+    ({"activation": "topk", "k": 8, "d_in": 512}, "`d_in` is 512 but encoder.weight"),
+])
+def test_bad_sparsify_configs_fail_naming_file_and_field(cfg: dict[str, object], message: str,
+                                                         tmp_path: Path) -> None:
+    save_file({"encoder.weight": torch.zeros(D_SAE, 576), "encoder.bias": torch.zeros(D_SAE),
+               "b_dec": torch.zeros(576)}, str(tmp_path / "sae.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match=message) as error:
+        load_autoencoder(tmp_path, 576, torch.device("cpu"))
+    assert str(tmp_path / "cfg.json") in str(error.value)

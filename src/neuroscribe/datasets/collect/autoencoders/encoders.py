@@ -100,6 +100,20 @@ class TopK:
         return torch.zeros_like(pre).scatter_(-1, top.indices, values)
 
 
+@dataclass(frozen=True)
+class GroupMax:
+    """The latents in k equal consecutive groups: each position keeps the largest relu(pre) of each group and
+    zeroes the rest of it (sparsify `groupmax`)."""
+
+    k: int
+    """Groups, hence latents kept per position."""
+
+    def __call__(self, pre: torch.Tensor) -> torch.Tensor:
+        groups = torch.relu(pre).reshape(*pre.shape[:-1], self.k, -1)
+        values, indices = groups.max(dim=-1, keepdim=True)
+        return torch.zeros_like(groups).scatter_(-1, indices, values).flatten(-2)
+
+
 class Encoder(Protocol):
     """Maps a hooked activation `[..., d_in]` to latents `[..., n_latents]` (float32)."""
 
@@ -122,7 +136,7 @@ class LinearEncoder:
     """`[d_in, n_latents]`."""
     b_enc: torch.Tensor
     """`[n_latents]`."""
-    activation: ReLU | JumpReLU | TopK
+    activation: ReLU | JumpReLU | TopK | GroupMax
     """The architecture's nonlinearity."""
     inputs: InputTransform = InputTransform()
     """Cast, normalization and pre-encoder bias."""

@@ -2,8 +2,8 @@
 
 - `saelens`: a folder with `cfg.json` + `sae_weights.safetensors`; its `architecture`,
   `apply_b_dec_to_input`, `normalize_activations` and `dtype` decide.
-- `sparsify`: a hook point's folder with `cfg.json` + `sae.safetensors`; TopK of relu(W x + b), `b_dec`
-  subtracted unless `transcode`.
+- `sparsify`: a hook point's folder with `cfg.json` + `sae.safetensors`; TopK (or GroupMax) of
+  relu(W x + b), `b_dec` subtracted unless `transcode`.
 - `openai`: a `.pt` state dict with `encoder.weight`, `pre_bias`, `latent_bias`; its `activation` (ReLU or
   TopK) decides, and TopK ones are layer-normed first (their `from_state_dict` does so).
 - `params`: Gemma Scope `params.npz`, or a `.safetensors`/`.pt` file with `W_enc`, `b_enc`: JumpReLU when
@@ -26,7 +26,17 @@ import torch
 
 from neuroscribe.errors import DataError
 
-from .encoders import NORMALIZATIONS, Encoder, GatedEncoder, InputTransform, JumpReLU, LinearEncoder, ReLU, TopK
+from .encoders import (
+    NORMALIZATIONS,
+    Encoder,
+    GatedEncoder,
+    GroupMax,
+    InputTransform,
+    JumpReLU,
+    LinearEncoder,
+    ReLU,
+    TopK,
+)
 
 DTYPES = {"float32": torch.float32, "torch.float32": torch.float32, "float16": torch.float16,
           "torch.float16": torch.float16, "bfloat16": torch.bfloat16, "torch.bfloat16": torch.bfloat16,
@@ -213,16 +223,23 @@ def load_sparsify(folder: Path) -> Encoder:
     cfg_path, weights_path = folder / "cfg.json", folder / "sae.safetensors"
     config = _read_config(cfg_path)
     activation = str(config.get("activation", "topk"))
-    if activation != "topk":
-        raise DataError(f"{cfg_path}: `activation` {activation!r} is not supported (only 'topk')")
+    if activation not in ("topk", "groupmax"):
+        raise DataError(f"{cfg_path}: unknown `activation` {activation!r}; sparsify's are 'topk' and 'groupmax'")
     if "k" not in config:
         raise DataError(f"{cfg_path}: `k` is missing")
+    k = int(str(config["k"]))
     tensors: dict[str, object] = dict(_read_tensors(weights_path))
     weight = _tensor(tensors, "encoder.weight", weights_path)  # [n_latents, d_in]
+    if "d_in" in config and int(str(config["d_in"])) != weight.shape[1]:
+        raise DataError(f"{cfg_path}: `d_in` is {config['d_in']} but encoder.weight in {weights_path} has shape "
+                        f"{tuple(weight.shape)} ([n_latents, d_in])")
+    if activation == "groupmax" and (k <= 0 or weight.shape[0] % k):
+        raise DataError(f"{cfg_path}: groupmax splits the {weight.shape[0]} latents into `k` = {k} equal groups; "
+                        "k must divide them")
     transcoder = bool(config.get("transcode", False))
     inputs = InputTransform(pre_bias=None if transcoder else _tensor(tensors, "b_dec", weights_path))
     return LinearEncoder(weight.T.contiguous(), _tensor(tensors, "encoder.bias", weights_path),
-                         TopK(int(str(config["k"]))), inputs)
+                         TopK(k) if activation == "topk" else GroupMax(k), inputs)
 
 
 def _is_openai(path: Path) -> bool:
