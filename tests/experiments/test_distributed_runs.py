@@ -162,7 +162,7 @@ def test_a_servers_concurrency_limit_holds_across_workers(ray_cluster: Any, tmp_
         data["backends"] = {"default": {"type": "openai", "model": "loopback-model", "base_url": server.base_url,
                                         "transport": {"max_concurrency": 2, "max_retries": 0}}}
         data["run"] = {"progress": False, "max_concurrent_units": 3}  # 6 units in flight on 2 workers
-        summary = run_experiment(quickstart_replay_config(tmp_path), tmp_path / "run", executor=RayWorkers(workers=2))
+        summary = run_experiment(config_from_dict(data), tmp_path / "run", executor=RayWorkers(workers=2))
         assert summary.attempted == 6 * len(summary.methods)
         assert len(server.posts()) >= 12
         assert server.max_in_flight == 2  # per worker, it would be up to 4
