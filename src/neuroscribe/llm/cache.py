@@ -94,8 +94,8 @@ def _is_damage(error: sqlite3.Error) -> bool:
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
-    message = str(error).lower()
-    return "locked" in message or "busy" in message
+    """SQLITE_BUSY or SQLITE_LOCKED, also in their extended forms (e.g. SQLITE_BUSY_RECOVERY)."""
+    return error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class ResponseCache:
