@@ -17,11 +17,11 @@ import math
 from pathlib import Path
 
 import pytest
+from quickstart_replay import QUICKSTART_BEFORE as BEFORE
+from quickstart_replay import REPO
 
 from neuroscribe.experiments import RunStore, RunSummary, load_config
 
-REPO = Path(__file__).resolve().parents[2]
-BEFORE = REPO / "tests" / "data" / "quickstart-before"
 HASH = "314a41e2613c5350"
 """The config's hash since the `embedding` simulator joined it (it was 7ab87825cda7869c): runs of the
 earlier quickstart do not resume into this one."""
