@@ -269,14 +269,17 @@ class StreamingCollator:
             self.top_sources[:, filled : filled + b] = sources
             self.top_ids[:, filled : filled + b] = excerpt_ids
             return
-        if not bool((batch_max.amax(dim=1) >= self.top_values.amin(dim=1)).any()):
+        # Only units whose batch maximum reaches their smallest kept one can change: the ranking runs on those rows.
+        units = (batch_max.amax(dim=1) >= self.top_values.amin(dim=1)).nonzero().squeeze(1)
+        if units.numel() == 0:
             return
-        candidates = torch.cat([self.top_values, batch_max], dim=1)
-        candidate_ids = torch.cat([self.top_ids, excerpt_ids.expand(self.n_units, -1)], dim=1)
+        candidates = torch.cat([self.top_values[units], batch_max[units]], dim=1)
+        candidate_ids = torch.cat([self.top_ids[units], excerpt_ids.expand(units.numel(), -1)], dim=1)
         kept = torch.zeros(candidates.shape, dtype=torch.bool)
         kept.scatter_(1, _largest_first(candidates, candidate_ids, k), True)
-        evicted_unit, evicted_slot = (~kept[:, :k]).nonzero(as_tuple=True)
-        incoming_unit, incoming_excerpt = kept[:, k:].nonzero(as_tuple=True)
+        evicted_row, evicted_slot = (~kept[:, :k]).nonzero(as_tuple=True)
+        incoming_row, incoming_excerpt = kept[:, k:].nonzero(as_tuple=True)
+        evicted_unit, incoming_unit = units[evicted_row], units[incoming_row]
         self.top_values[evicted_unit, evicted_slot] = batch_max[incoming_unit, incoming_excerpt]
         self.top_activations[evicted_unit, evicted_slot] = activations[incoming_excerpt, :, incoming_unit]
         self.top_tokens[evicted_unit, evicted_slot] = tokens[incoming_excerpt]

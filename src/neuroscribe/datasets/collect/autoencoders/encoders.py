@@ -60,7 +60,8 @@ class InputTransform:
 
 
 class Activation(Protocol):
-    """The nonlinearity from pre-activations `[..., n_latents]` to latents."""
+    """The nonlinearity from pre-activations `[..., n_latents]` to latents; it may write over `pre` (the
+    encoder's own temporary), which saves a pass over the largest tensor of a collection."""
 
     def __call__(self, pre: torch.Tensor) -> torch.Tensor: ...
 
@@ -70,7 +71,7 @@ class ReLU:
     """Standard SAEs."""
 
     def __call__(self, pre: torch.Tensor) -> torch.Tensor:
-        return torch.relu(pre)
+        return pre.relu_()
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ class LinearEncoder:
         return int(self.w_enc.shape[1])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.inputs(x) @ self.w_enc + self.b_enc
+        pre = self.inputs(x) @ self.w_enc
+        pre += self.b_enc  # in place, rounding as SAELens's `x @ W_enc + b_enc` (addmm's fused bias does not)
         if self.pre_scale is not None:
             pre = pre * self.pre_scale
         return self.activation(pre).float()
